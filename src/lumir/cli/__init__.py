@@ -1,0 +1,3 @@
+"""lumir subpackage."""
+
+from __future__ import annotations

@@ -1,0 +1,88 @@
+"""Small helpers for self-describing artifacts: version stamps and atomic JSON/YAML writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["atomic_write_text", "atomic_writer", "lumir_version", "read_json", "versions", "write_json"]
+
+
+def lumir_version() -> str:
+    """The installed lumir version (``0+unknown`` when running from an uninstalled tree)."""
+    try:
+        return metadata.version("lumir")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def versions(*extra: str) -> dict[str, str]:
+    """Versions of lumir, Python and the libraries that shape results, for artifact stamps."""
+    out = {"lumir": lumir_version(), "python": platform.python_version()}
+    for dist in ("torch", "transformers", "numpy", *extra):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Open a text file for writing so that readers see the old content or the complete new one, never a part.
+
+    The content goes to a temporary file in the same directory, which replaces ``path`` only when the ``with``
+    block ends without an exception; on an exception the temporary file is removed and ``path`` is untouched.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "out.txt"
+        >>> with atomic_writer(p) as fh:
+        ...     _ = fh.write("done\\n")
+        >>> p.read_text()
+        'done\\n'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically: readers see the old or the new content, never a torn one."""
+    with atomic_writer(path) as fh:
+        fh.write(text)
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
+    """Atomically write pretty JSON."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """Read a JSON object, naming the file in any error."""
+    from lumir.errors import DataFormatError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataFormatError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from err
+    if not isinstance(data, dict):
+        raise DataFormatError("expected a JSON object", path=path)
+    return data

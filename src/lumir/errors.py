@@ -1,0 +1,44 @@
+"""Exceptions raised by lumir. Every message says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LumirError(Exception):
+    """Base class of every error lumir raises on purpose."""
+
+
+class DataFormatError(LumirError, ValueError):
+    """A data file is malformed; the message names the file and, where known, the line."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = f"{path}"
+            if line is not None:
+                where += f", line {line}"
+            where += ": "
+        super().__init__(where + message)
+        self.path = None if path is None else Path(path)
+        self.line = line
+
+
+class ImageLoadError(LumirError, OSError):
+    """An image could not be read or decoded; the message names the item and the source."""
+
+
+class ModalityError(LumirError, ValueError):
+    """A component was given a modality it cannot handle."""
+
+
+class DimensionMismatchError(LumirError, ValueError):
+    """Vectors of one dimension were given to something built for another."""
+
+
+class IncompatibleIndexError(LumirError, ValueError):
+    """An index directory was written by an incompatible lumir version or is incomplete."""
+
+
+class ModelNotFoundError(LumirError, OSError):
+    """A model could not be found locally (lumir never downloads at run time)."""

@@ -1,0 +1,120 @@
+"""Protocol-conformant fakes with *known* behaviour, for tests, doctests and examples.
+
+- :class:`HashEmbedder` gives deterministic pseudo-random unit vectors from the content of an item.
+- :class:`ColorEmbedder` maps images to their mean RGB and colour words to the same space, so a corpus of
+  solid-colour images captioned "red", "blue", ... has known correct retrieval (Recall@1 == 1.0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from lumir.errors import ModalityError
+from lumir.types import Item, Modality, Role
+
+__all__ = ["COLORS", "ColorEmbedder", "HashEmbedder"]
+
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 220, 40),
+    "purple": (140, 40, 170),
+    "orange": (240, 140, 20),
+    "white": (245, 245, 245),
+    "black": (15, 15, 15),
+}
+
+
+def _check(embedder: Any, items: Sequence[Item]) -> None:
+    bad = [it.id for it in items if it.modality not in embedder.modalities]
+    if bad:
+        raise ModalityError(
+            f"{type(embedder).__name__} cannot embed {len(bad)} item(s) (first: {bad[0]!r}); "
+            f"supported modalities: {sorted(m.value for m in embedder.modalities)}"
+        )
+
+
+class HashEmbedder:
+    """Deterministic unit vectors from a hash of an item's text and image bytes (no semantics).
+
+    Example:
+        >>> e = HashEmbedder(dim=8)
+        >>> v = e.embed([Item("a", text="hello")], role=Role.QUERY)
+        >>> tuple(v.shape), round(float(v.norm()), 4)
+        ((1, 8), 1.0)
+    """
+
+    modalities = frozenset(Modality)
+
+    def __init__(self, dim: int = 32) -> None:
+        self.dim = dim
+
+    def _vector(self, item: Item) -> np.ndarray:
+        h = hashlib.sha256()
+        if item.text is not None:
+            h.update(item.text.encode())
+        if item.image is not None:
+            h.update(np.asarray(item.image.load()).tobytes())
+        seed = int.from_bytes(h.digest()[:8], "little")
+        v = np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+        return v / np.linalg.norm(v)
+
+    def embed(self, items: Sequence[Item], *, role: Role, batch_size: int = 32) -> torch.Tensor:
+        """Embed items; identical content gives identical vectors whatever the role."""
+        _check(self, items)
+        if not items:
+            return torch.empty(0, self.dim)
+        return torch.from_numpy(np.stack([self._vector(it) for it in items]))
+
+    def spec(self) -> dict[str, Any]:
+        """Rebuild spec."""
+        return {"type": "hash", "dim": self.dim}
+
+
+class ColorEmbedder:
+    """Maps images to their normalised mean RGB and colour words to their RGB, in one 3-d space.
+
+    Text is the sum of the colours it names; image+text items add the two. Unknown words are ignored.
+
+    Example:
+        >>> e = ColorEmbedder()
+        >>> e.embed([Item("t", text="red")], role=Role.QUERY).argmax().item()
+        0
+    """
+
+    modalities = frozenset(Modality)
+    dim = 3
+
+    def _text(self, text: str) -> np.ndarray:
+        v = np.zeros(3, dtype=np.float32)
+        for word in text.lower().replace(",", " ").replace(".", " ").split():
+            if word in COLORS:
+                v += np.asarray(COLORS[word], dtype=np.float32) / 255.0 - 0.5
+        return v
+
+    def _image(self, item: Item) -> np.ndarray:
+        assert item.image is not None
+        arr = np.asarray(item.image.load(), dtype=np.float32) / 255.0
+        return arr.reshape(-1, 3).mean(0) - 0.5
+
+    def embed(self, items: Sequence[Item], *, role: Role, batch_size: int = 32) -> torch.Tensor:
+        """Embed items into the shared colour space (L2-normalised)."""
+        _check(self, items)
+        out = np.zeros((len(items), 3), dtype=np.float32)
+        for i, it in enumerate(items):
+            if it.image is not None:
+                out[i] += self._image(it)
+            if it.text is not None:
+                out[i] += self._text(it.text)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return torch.from_numpy(out / np.maximum(norms, 1e-8))
+
+    def spec(self) -> dict[str, Any]:
+        """Rebuild spec."""
+        return {"type": "color"}

@@ -1,0 +1,264 @@
+"""VectorStore index directories: round trip, resume, atomic overwrite, incremental add, validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lumir.collections import Corpus
+from lumir.errors import DimensionMismatchError, IncompatibleIndexError
+from lumir.index import FlatIndex, VectorStore, build_index, open_index
+from lumir.testing.fakes import COLORS, ColorEmbedder, HashEmbedder
+from lumir.testing.toy import color_image, toy_corpus
+from lumir.types import ImageRef, Item, Modality, Query, Role
+
+
+@pytest.fixture
+def color_corpus(tmp_path: Path) -> Corpus:
+    """The toy corpus with its images saved as PNG files (index directories store images by path)."""
+    img_dir = tmp_path / "images"
+    img_dir.mkdir()
+    items = []
+    for it in toy_corpus():
+        if it.image is not None:
+            path = img_dir / f"{it.id}.png"
+            color_image(it.id.removeprefix("img-")).save(path)
+            it = Item(it.id, image=ImageRef(path), meta=dict(it.meta))
+        items.append(it)
+    return Corpus(items)
+
+
+def text_corpus(n: int, prefix: str = "c") -> Corpus:
+    return Corpus([Item(f"{prefix}{i}", text=f"candidate number {i} of {prefix}") for i in range(n)])
+
+
+class CountingEmbedder:
+    """Wraps HashEmbedder (same spec), counts embed calls and raises on call number ``fail_on`` (1-based)."""
+
+    modalities = frozenset(Modality)
+
+    def __init__(self, dim: int = 16, fail_on: int | None = None) -> None:
+        self.inner = HashEmbedder(dim)
+        self.dim = dim
+        self.fail_on = fail_on
+        self.calls: list[int] = []
+
+    def embed(self, items: Sequence[Item], *, role: Role, batch_size: int = 32) -> torch.Tensor:
+        if self.fail_on is not None and len(self.calls) + 1 == self.fail_on:
+            raise RuntimeError("simulated crash")
+        self.calls.append(len(items))
+        return self.inner.embed(items, role=role, batch_size=batch_size)
+
+    def spec(self) -> dict[str, Any]:
+        return self.inner.spec()
+
+
+def test_round_trip_reloads_without_code_and_searches_identically(color_corpus: Corpus, tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    store = build_index(color_corpus, ColorEmbedder(), path, show_progress=False)
+    assert sorted(p.name for p in path.iterdir()) == ["ids.json", "items.jsonl", "lumir.json", "vectors.npy"]
+    config = json.loads((path / "lumir.json").read_text())
+    assert config["format"] == "lumir-index" and config["format_version"] == 1
+    assert config["backend"] == "flat" and config["embedder"] == {"type": "color"}
+    assert config["dim"] == 3 and config["count"] == 16 and config["modalities"] == {"image": 8, "text": 8}
+    assert {"lumir", "torch", "numpy"} <= set(config["versions"])
+    assert json.loads((path / "ids.json").read_text()) == color_corpus.ids
+    assert not (tmp_path / "idx.partial").exists()
+
+    queries = [Query(f"q-{c}", text=c) for c in COLORS]
+    before = store.search(queries, k=5)
+    reopened = open_index(path)  # the embedder is rebuilt from lumir.json
+    assert isinstance(reopened.embedder, ColorEmbedder)
+    after = reopened.search(queries, k=5)
+    assert after.query_ids == before.query_ids
+    np.testing.assert_array_equal(after.ids, before.ids)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    assert reopened.corpus.ids == color_corpus.ids
+    assert reopened.corpus["img-red"].image is not None and reopened.corpus["img-red"].image.load().size == (32, 32)
+
+
+def test_modality_mask_restricts_candidates(color_corpus: Corpus, tmp_path: Path) -> None:
+    store = build_index(color_corpus, ColorEmbedder(), tmp_path / "idx", show_progress=False)
+    queries = [Query(f"q-{c}", text=c) for c in COLORS]
+    images = store.search(queries, k=10, modality="image")
+    for c in COLORS:
+        hits = images.for_query(f"q-{c}")
+        assert hits[0].id == f"img-{c}"
+        assert len(hits) == 8 and all(h.id.startswith("img-") for h in hits)  # 8 images, then empty slots
+    texts = store.search(queries, k=3, modality=Modality.TEXT)
+    assert all(h.id.startswith("txt-") for _, hits in texts for h in hits)
+    assert store.search(queries, k=3, modality="image,text").ids.tolist() == [[""] * 3] * 8
+
+
+def test_faiss_backend_round_trip(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    corpus = text_corpus(300)
+    store = build_index(corpus, HashEmbedder(16), tmp_path / "idx", backend="faiss", factory="HNSW16")
+    assert (tmp_path / "idx" / "faiss.index").is_file()
+    assert store.config["backend_config"]["factory"] == "HNSW16"
+    queries = [Query(f"q{i}", text=f"candidate number {i} of c") for i in range(0, 300, 30)]
+    reopened = open_index(tmp_path / "idx")
+    before, after = store.search(queries, 5), reopened.search(queries, 5)
+    np.testing.assert_array_equal(before.ids, after.ids)
+    assert [hits[0].id for _, hits in after] == [f"c{i}" for i in range(0, 300, 30)]
+    auto = build_index(corpus, HashEmbedder(16), tmp_path / "auto", backend="faiss", show_progress=False)
+    assert auto.config["backend_config"]["factory"] == "IVF4,Flat"  # 4 sqrt(300) capped by 300 // 39 = 7
+
+
+def test_resume_after_crash_embeds_only_the_missing_shards(tmp_path: Path) -> None:
+    corpus = text_corpus(50)
+    path = tmp_path / "idx"
+    crashing = CountingEmbedder(fail_on=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build_index(corpus, crashing, path, shard_size=10, show_progress=False)
+    assert crashing.calls == [10, 10]
+    assert not path.exists()  # nothing half-written at the target
+    assert sorted(p.name for p in (tmp_path / "idx.partial").glob("shard-*.npy")) == [
+        "shard-00000.npy",
+        "shard-00001.npy",
+    ]
+    with pytest.raises(FileNotFoundError, match="interrupted build"):
+        open_index(path)
+
+    resumed = CountingEmbedder()
+    store = build_index(corpus, resumed, path, shard_size=10, show_progress=False)
+    assert resumed.calls == [10, 10, 10]  # shards 2, 3, 4 only
+    assert not (tmp_path / "idx.partial").exists()
+    clean = build_index(corpus, HashEmbedder(16), tmp_path / "clean", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(np.load(path / "vectors.npy"), np.load(tmp_path / "clean" / "vectors.npy"))
+    assert store.ids == clean.ids
+
+
+def test_resume_refuses_a_different_corpus_or_embedder(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    with pytest.raises(RuntimeError):
+        build_index(text_corpus(30), CountingEmbedder(fail_on=2), path, shard_size=10, show_progress=False)
+    with pytest.raises(IncompatibleIndexError, match=r"different corpus .*first difference at position 0"):
+        build_index(text_corpus(30, prefix="d"), CountingEmbedder(), path, shard_size=10, show_progress=False)
+    with pytest.raises(IncompatibleIndexError, match=r"embedder \{'type': 'hash', 'dim': 16\}.*delete"):
+        build_index(text_corpus(30), CountingEmbedder(dim=8), path, shard_size=10, show_progress=False)
+    with pytest.raises(IncompatibleIndexError, match="shard_size=10"):
+        build_index(text_corpus(30), CountingEmbedder(), path, shard_size=20, show_progress=False)
+    ok = CountingEmbedder()
+    build_index(text_corpus(30), ok, path, shard_size=10, show_progress=False)
+    assert ok.calls == [10, 10]
+
+
+def test_overwrite_is_refused_by_default_and_atomic(color_corpus: Corpus, tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    build_index(color_corpus, ColorEmbedder(), path, show_progress=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        build_index(text_corpus(5), HashEmbedder(16), path, show_progress=False)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        build_index(text_corpus(30), CountingEmbedder(fail_on=2), path, shard_size=10, overwrite=True)
+    intact = open_index(path)  # the old index survived the failed rebuild
+    assert intact.ids == color_corpus.ids and intact.config["embedder"] == {"type": "color"}
+    assert intact.search([Query("q", text="blue")], k=1, modality="image").for_query("q")[0].id == "img-blue"
+
+    (tmp_path / "idx.partial").rename(tmp_path / "stale")  # start the replacement from scratch
+    store = build_index(text_corpus(30), HashEmbedder(16), path, overwrite=True, show_progress=False)
+    assert open_index(path).ids == store.ids == text_corpus(30).ids
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx", "images", "stale"]  # no temp/backup dirs left
+
+    (tmp_path / "not-an-index").mkdir()
+    (tmp_path / "not-an-index" / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a lumir index"):
+        build_index(text_corpus(3), HashEmbedder(16), tmp_path / "not-an-index", overwrite=True)
+    assert (tmp_path / "not-an-index" / "precious.txt").read_text() == "keep me"
+
+
+def test_in_memory_images_are_refused_before_embedding(tmp_path: Path) -> None:
+    embedder = CountingEmbedder()
+    with pytest.raises(ValueError, match=r"img-red.*save the image to a file"):
+        build_index(toy_corpus(), embedder, tmp_path / "idx", show_progress=False)
+    assert embedder.calls == []
+
+
+def test_incremental_add_equals_building_on_the_union(tmp_path: Path) -> None:
+    first, second = text_corpus(30), text_corpus(20, prefix="n")
+    store = build_index(first, HashEmbedder(16), tmp_path / "inc", show_progress=False)
+    created = store.config["created"]
+    store.add(list(second))
+    union = build_index(first.extend(second), HashEmbedder(16), tmp_path / "union", show_progress=False)
+    assert store.ids == union.ids and len(store) == 50
+    inc_vectors, union_vectors = np.load(tmp_path / "inc" / "vectors.npy"), np.load(tmp_path / "union" / "vectors.npy")
+    np.testing.assert_array_equal(inc_vectors, union_vectors)
+    reopened = open_index(tmp_path / "inc")
+    assert reopened.config["count"] == 50 and reopened.config["created"] == created
+    assert reopened.corpus.ids == union.corpus.ids
+    queries = [Query("q1", text="candidate number 3 of n"), Query("q2", text="candidate number 7 of c")]
+    a, b = reopened.search(queries, 10), union.search(queries, 10)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.scores, b.scores)
+    assert a.for_query("q1")[0].id == "n3"
+
+
+def test_add_rejects_duplicate_ids_and_leaves_the_directory_unchanged(tmp_path: Path) -> None:
+    store = build_index(text_corpus(10), HashEmbedder(16), tmp_path / "idx", show_progress=False)
+    before = (tmp_path / "idx" / "ids.json").read_text()
+    with pytest.raises(ValueError, match=r"\['c3'\]"):
+        store.add([Item("new", text="fresh"), Item("c3", text="again")])
+    with pytest.raises(ValueError, match=r"\['twice'\]"):
+        store.add([Item("twice", text="a"), Item("twice", text="b")])
+    assert (tmp_path / "idx" / "ids.json").read_text() == before and len(store) == 10
+
+
+def test_open_index_validation(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no index directory"):
+        open_index(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"no lumir\.json"):
+        open_index(tmp_path / "empty")
+    path = tmp_path / "idx"
+    build_index(text_corpus(10), HashEmbedder(16), path, show_progress=False)
+    config = json.loads((path / "lumir.json").read_text())
+
+    def write_config(**changes: Any) -> None:
+        (path / "lumir.json").write_text(json.dumps({**config, **changes}))
+
+    write_config(format="something-else")
+    with pytest.raises(IncompatibleIndexError, match="not a lumir index"):
+        open_index(path)
+    write_config(format_version=2, versions={"lumir": "9.9.0"})
+    newer = r"format_version 2, written by lumir 9\.9\.0.*reads format_version 1"
+    with pytest.raises(IncompatibleIndexError, match=newer):
+        open_index(path)
+    write_config(count=11)
+    with pytest.raises(IncompatibleIndexError, match=r"10 vectors .* 10 ids .* count 11"):
+        open_index(path)
+    write_config()
+    (path / "ids.json").write_text(json.dumps([f"c{i}" for i in range(9)]))
+    with pytest.raises(IncompatibleIndexError, match=r"10 vectors in vectors\.npy, 9 ids"):
+        open_index(path)
+    (path / "ids.json").unlink()
+    with pytest.raises(IncompatibleIndexError, match=r"incomplete: missing \['ids.json'\]"):
+        open_index(path)
+
+
+def test_dimension_mismatch_names_both_dims(tmp_path: Path) -> None:
+    path = tmp_path / "idx"
+    build_index(text_corpus(10), HashEmbedder(16), path, show_progress=False)
+    with pytest.raises(DimensionMismatchError, match=r"dim 8 but index .*\{'type': 'hash', 'dim': 16\}.* dim 16"):
+        open_index(path, embedder=HashEmbedder(8))
+    store = open_index(path, embedder=HashEmbedder(16))
+    with pytest.raises(DimensionMismatchError, match=r"query vectors has dim 4 .* dim 16"):
+        store.search_vectors(torch.randn(2, 4), k=3)
+    vectors = HashEmbedder(16).embed([Item("x", text="candidate number 4 of c")], role=Role.QUERY)
+    rankings = store.search_vectors(vectors, 2)
+    assert rankings.query_ids == ["0"] and rankings.for_query("0")[0].id == "c4"
+
+
+def test_describe_summarises_the_directory(color_corpus: Corpus, tmp_path: Path) -> None:
+    store = build_index(color_corpus, ColorEmbedder(), tmp_path / "idx", show_progress=False)
+    info = open_index(tmp_path / "idx").describe()
+    assert info["backend"] == "flat" and info["count"] == 16 and info["dim"] == 3
+    assert info["modalities"] == {"image": 8, "text": 8} and info["embedder"] == {"type": "color"}
+    assert set(info["files"]) == {"ids.json", "items.jsonl", "lumir.json", "vectors.npy"}
+    assert info["size_bytes"] == sum(p.stat().st_size for p in (tmp_path / "idx").iterdir())
+    assert isinstance(store, VectorStore) and isinstance(store.index, FlatIndex)
