@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+from lumir.index.build import build_index
 from lumir.index.faiss_backend import FaissIndex
 from lumir.index.flat import FlatIndex
-from lumir.index.store import FORMAT_VERSION, VectorStore, build_index, open_index
+from lumir.index.store import FORMAT_VERSION, VectorStore, open_index
 
 __all__ = ["FORMAT_VERSION", "FaissIndex", "FlatIndex", "VectorStore", "build_index", "open_index"]

@@ -76,7 +76,7 @@ def find_bad_images(items: Iterable[Item], *, progress: bool = True) -> list[tup
     Returns:
         ``(item_id, reason)`` for each image that cannot be decoded, in input order; empty when all are fine.
     """
-    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+    from tqdm.auto import tqdm
 
     with_images = [it for it in items if it.image is not None]
     workers = min(8, os.cpu_count() or 1)
