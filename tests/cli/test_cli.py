@@ -139,3 +139,44 @@ def test_eval_toy_with_benchmark_check(tmp_path: Path) -> None:
     )
     res = runner.invoke(app, ["eval", "toy", "--embedder", "color", "-k", "10", "--check", str(bench)])
     assert res.exit_code == 1
+
+
+def test_eval_mbeir_uses_the_tasks_instruction_table(mbeir_root: Path, tmp_path: Path) -> None:
+    from lumir.testing.tiny import save_tiny_clip
+
+    clip = save_tiny_clip(tmp_path / "clip")
+    out = tmp_path / "r.json"
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            f"mbeir:{mbeir_root}:mscoco_task0,cirr_task7",
+            "--embedder",
+            f"clip:{clip}",
+            "-k",
+            "10",
+            "--candidate-modality",
+            "auto",
+            "-o",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    result = json.loads(out.read_text())
+    assert set(result["tasks"]) == {"mscoco_task0", "cirr_task7"}
+    instructions = result["config"]["embedder"]["instructions"]
+    assert "Retrieve a day-to-day image that aligns with the modification instructions." in json.dumps(instructions)
+    res = runner.invoke(
+        app,
+        [
+            "eval",
+            f"mbeir:{mbeir_root}:mscoco_task0",
+            "--embedder",
+            f"clip:{clip}",
+            "--instructions",
+            "none",
+            "-o",
+            str(out),
+        ],
+    )
+    assert res.exit_code == 0 and "instructions" not in json.loads(out.read_text())["config"]["embedder"]

@@ -24,6 +24,20 @@ EmbedderOpt = Annotated[
     str,
     typer.Option("--embedder", "-e", help="Embedder: minilm, st:PATH, clip:PATH, a model folder, or hash."),
 ]
+InstructionsOpt = Annotated[
+    str | None,
+    typer.Option(help="Query instructions: an M-BEIR query_instructions.tsv, 'auto' (the tasks' own), or 'none'."),
+]
+
+
+def _embedder_options(device: str | None, instructions: str | None) -> dict[str, Any]:
+    """Keyword overrides for ``load_embedder`` from the common CLI options."""
+    out: dict[str, Any] = {}
+    if device:
+        out["device"] = device
+    if instructions not in (None, "none", "auto"):
+        out["instructions"] = instructions
+    return out
 
 
 def _fail(err: BaseException) -> None:
@@ -55,19 +69,20 @@ def index(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:N or auto.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing index (atomically).")] = False,
     add: Annotated[bool, typer.Option("--add", help="Add the source's items to an existing index.")] = False,
+    instructions: InstructionsOpt = None,
 ) -> None:
     """Embed a corpus and write a self-describing index directory (resumable if interrupted)."""
-    from lumir.cli.sources import load_source
+    from lumir.data.sources import load_corpus
     from lumir.embed import load_embedder
     from lumir.index import build_index, open_index
 
     try:
-        corpus = load_source(source, fmt, split=split)
+        corpus = load_corpus(source, fmt, split=split)
         if add:
             store = open_index(out)
             store.add(list(corpus), batch_size=batch_size)
         else:
-            emb = load_embedder(embedder, **({"device": device} if device else {}))
+            emb = load_embedder(embedder, **_embedder_options(device, instructions))
             store = build_index(
                 corpus, emb, out, backend=backend, factory=factory, batch_size=batch_size, overwrite=overwrite
             )
@@ -127,6 +142,7 @@ def eval_(
     report: Annotated[Path | None, typer.Option(help="Write a markdown report here.")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Write TREC run files here.")] = None,
     check: Annotated[Path | None, typer.Option(help="Benchmark YAML to check the result against.")] = None,
+    instructions: InstructionsOpt = "auto",
 ) -> None:
     """Evaluate an embedder on retrieval tasks; print a table; optionally check against a benchmark."""
     from lumir.embed import load_embedder
@@ -136,7 +152,9 @@ def eval_(
 
     try:
         loaded = [t for spec in tasks for t in load_tasks(spec, data=data)]
-        emb = load_embedder(embedder, **({"device": device} if device else {}))
+        if instructions == "auto":  # M-BEIR tasks carry their instruction table
+            instructions = next((t.meta["instructions_path"] for t in loaded if "instructions_path" in t.meta), None)
+        emb = load_embedder(embedder, **_embedder_options(device, instructions))
         config: dict[str, Any] = {"tasks": tasks, "command": " ".join(["lumir", *sys.argv[1:]])}
         result = evaluate(
             loaded,

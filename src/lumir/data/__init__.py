@@ -5,6 +5,7 @@
 - :mod:`lumir.data.karpathy`: Karpathy-split caption files in the ALBEF/BLIP format (COCO, Flickr30K).
 - :mod:`lumir.data.folder`: a folder of images with optional caption sidecars.
 - :mod:`lumir.data.mbeir`: M-BEIR queries, pools, qrels and instructions, read as UniIR reads them.
+- :mod:`lumir.data.sources`: ``load_corpus(path, fmt="auto")`` picks the right loader from a path's layout.
 
 The formats are documented in ``docs/formats.md``.
 """
@@ -24,12 +25,16 @@ from lumir.data.mbeir import (
     mbeir_task,
     parse_task_name,
 )
+from lumir.data.sources import SOURCE_FORMATS, detect_format, load_corpus
 
 __all__ = [
+    "SOURCE_FORMATS",
+    "detect_format",
     "flickr8k_tasks",
     "karpathy_tasks",
     "list_mbeir_tasks",
     "load_beir",
+    "load_corpus",
     "load_flickr8k",
     "load_image_folder",
     "load_karpathy",

@@ -1,4 +1,4 @@
-"""Turn a CLI ``SOURCE`` argument into corpus items (jsonl, image folder, Flickr8k, BEIR, M-BEIR pool)."""
+"""Load a corpus from a path in any supported layout (jsonl, image folder, Flickr8k, BEIR, M-BEIR pool)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from lumir.collections import Corpus
 from lumir.io.jsonl import iter_jsonl
 from lumir.types import Item
 
-__all__ = ["SOURCE_FORMATS", "detect_format", "load_source"]
+__all__ = ["SOURCE_FORMATS", "detect_format", "load_corpus"]
 
 SOURCE_FORMATS = ("auto", "jsonl", "folder", "flickr8k", "flickr8k-captions", "beir", "mbeir")
 
@@ -28,7 +28,7 @@ def detect_format(path: Path) -> str:
     raise FileNotFoundError(f"{path}: no such file or directory")
 
 
-def load_source(path: Path, fmt: str = "auto", *, split: str = "test_1k", mbeir_root: Path | None = None) -> Corpus:
+def load_corpus(path: Path, fmt: str = "auto", *, split: str = "test_1k", mbeir_root: Path | None = None) -> Corpus:
     """Load the items to index from ``path`` in format ``fmt`` (see :data:`SOURCE_FORMATS`)."""
     if fmt not in SOURCE_FORMATS:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(SOURCE_FORMATS)}")
