@@ -102,6 +102,7 @@ class Rankings:
     ids: np.ndarray  # (n_queries, k) object array of str
     scores: np.ndarray  # (n_queries, k) float32
     meta: Mapping[str, Any] = field(default_factory=dict)
+    _rows: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ids = np.asarray(self.ids, dtype=object)
@@ -114,6 +115,9 @@ class Rankings:
         if ids.shape[0] != len(self.query_ids):
             raise ValueError(f"{len(self.query_ids)} query ids but {ids.shape[0]} ranking rows")
         object.__setattr__(self, "query_ids", list(self.query_ids))
+        object.__setattr__(self, "_rows", {q: i for i, q in enumerate(self.query_ids)})
+        if len(self._rows) != len(self.query_ids):
+            raise ValueError("rankings contain duplicate query ids; each query must have exactly one row")
         object.__setattr__(self, "ids", ids)
         object.__setattr__(self, "scores", scores)
 
@@ -128,8 +132,8 @@ class Rankings:
     def row(self, query_id: str) -> int:
         """Row index of a query id."""
         try:
-            return self.query_ids.index(query_id)
-        except ValueError:
+            return self._rows[query_id]
+        except KeyError:
             raise KeyError(f"unknown query id {query_id!r}") from None
 
     def for_query(self, query_id: str) -> list[Hit]:

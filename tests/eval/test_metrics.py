@@ -198,9 +198,8 @@ def test_compute_metrics_errors() -> None:
         compute_metrics(r, {"q1": {"a": 0}}, ["R@1"])
     with pytest.raises(ValueError, match="unknown metric"):
         compute_metrics(r, QRELS, ["bogus@1"])
-    dup = Rankings(["q1", "q1"], np.array([["a"], ["b"]], dtype=object), np.zeros((2, 1)))
     with pytest.raises(ValueError, match="duplicate query ids"):
-        compute_metrics(dup, QRELS, ["R@1"])
+        Rankings(["q1", "q1"], np.array([["a"], ["b"]], dtype=object), np.zeros((2, 1)))
     with pytest.raises(ValueError, match="no per-query values"):
         aggregate({}, "R@1")
 

@@ -152,18 +152,11 @@ class _Judged:
     ideal: np.ndarray  # (n, depth) positive grades sorted descending, zero padded (for the ideal DCG)
 
 
-def _row_index(rankings: Rankings) -> dict[str, int]:
-    rows = {qid: i for i, qid in enumerate(rankings.query_ids)}
-    if len(rows) != len(rankings.query_ids):
-        raise ValueError("rankings contain duplicate query ids; each query must have exactly one row")
-    return rows
-
-
 def _judge(rankings: Rankings, qrels: Qrels, depth: int) -> _Judged:
     qids = [q for q, rels in qrels.items() if any(g > 0 for g in rels.values())]
     if not qids:
         raise ValueError("no query in the qrels has a positive judgment (grade > 0); nothing to evaluate")
-    rows = _row_index(rankings)
+    rows = {q: i for i, q in enumerate(rankings.query_ids)}  # unique: Rankings enforces it
     grades = np.zeros((len(qids), depth), dtype=np.float64)
     ideal = np.zeros((len(qids), depth), dtype=np.float64)
     n_rel = np.zeros(len(qids), dtype=np.float64)
@@ -323,7 +316,7 @@ def modality_accuracy_at_1(
     Raises:
         ValueError: a top-1 candidate has no modality, or a query has no desired modality.
     """
-    rows = _row_index(rankings)
+    rows = {q: i for i, q in enumerate(rankings.query_ids)}  # unique: Rankings enforces it
     qids = list(rankings.query_ids) if query_ids is None else list(query_ids)
     parsed: dict[str, Modality] = {}
 

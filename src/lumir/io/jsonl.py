@@ -30,10 +30,32 @@ from lumir.errors import DataFormatError
 from lumir.io.images import IMAGE_EXTENSIONS
 from lumir.types import Item, Query
 
-__all__ = ["atomic_writer", "iter_jsonl", "read_items", "read_queries", "write_items"]
+__all__ = ["atomic_writer", "iter_jsonl", "iter_lines", "read_items", "read_queries", "write_items"]
 
 _ITEM_KEYS = frozenset({"id", "text", "image", "meta"})
 _QUERY_KEYS = _ITEM_KEYS | {"instruction", "task"}
+
+
+def iter_lines(path: str | Path, *, what: str = "file") -> Iterator[tuple[int, str]]:
+    """Yield ``(line_number, text)`` for each non-blank line of a UTF-8 text file (a leading BOM is dropped).
+
+    Raises:
+        FileNotFoundError: the file does not exist (the message says which ``what`` was expected).
+        DataFormatError: a line is not valid UTF-8; the message names file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"not valid UTF-8 ({err.reason})", path=path, line=lineno) from err
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")
+            if line.strip():
+                yield lineno, line
 
 
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -44,25 +66,14 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
         DataFormatError: a line is not valid UTF-8 or JSON, or is not a JSON object; the message names file and line.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"jsonl file not found: {path}")
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataFormatError(f"not valid UTF-8 ({err.reason})", path=path, line=lineno) from err
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataFormatError(f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=lineno) from err
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
-            yield lineno, obj
+    for lineno, line in iter_lines(path, what="jsonl file"):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataFormatError(f"invalid JSON: {err.msg} (column {err.colno})", path=path, line=lineno) from err
+        if not isinstance(obj, dict):
+            raise DataFormatError(f"expected a JSON object, got {type(obj).__name__}", path=path, line=lineno)
+        yield lineno, obj
 
 
 def _optional_str(obj: dict[str, Any], key: str, path: Path, lineno: int) -> str | None:

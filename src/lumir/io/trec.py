@@ -26,6 +26,7 @@ import numpy as np
 from lumir.collections import Rankings
 from lumir.config import atomic_writer
 from lumir.errors import DataFormatError
+from lumir.io.jsonl import iter_lines
 from lumir.types import Qrels
 
 __all__ = ["check_qrels", "read_qrels", "read_run", "write_qrels", "write_run"]
@@ -33,17 +34,8 @@ __all__ = ["check_qrels", "read_qrels", "read_run", "write_qrels", "write_run"]
 
 def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line_number, whitespace-split fields)`` for each non-blank line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataFormatError(f"not valid UTF-8 ({err.reason})", path=path, line=lineno) from err
-            fields = line.removeprefix("\ufeff").split()
-            if fields:
-                yield lineno, fields
+    for lineno, line in iter_lines(path):
+        yield lineno, line.split()
 
 
 def _int(value: str, what: str, path: Path, lineno: int) -> int:
