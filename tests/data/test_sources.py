@@ -29,6 +29,9 @@ def test_detects_and_loads_jsonl_folder_and_mbeir_pool(tmp_path: Path) -> None:
 def test_unknown_format_and_missing_path_are_clear(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="choose one of"):
         load_corpus(tmp_path, "parquet")
+    (tmp_path / "notes.md").write_text("hi")
+    with pytest.raises(ValueError, match="cannot tell its format"):
+        load_corpus(tmp_path / "notes.md")
     with pytest.raises(FileNotFoundError, match="nope"):
         load_corpus(tmp_path / "nope")
     (tmp_path / "empty").mkdir()

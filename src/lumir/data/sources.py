@@ -25,6 +25,11 @@ def detect_format(path: Path) -> str:
         if (path / "Flickr8k.token.txt").is_file():
             return "flickr8k"
         return "folder"
+    if path.exists():
+        raise ValueError(
+            f"{path}: cannot tell its format; expected a .jsonl file (lumir items or an M-BEIR pool) or a folder "
+            "(images, Flickr8k or BEIR); pass --format to choose"
+        )
     raise FileNotFoundError(f"{path}: no such file or directory")
 
 

@@ -10,9 +10,7 @@ search parameters for one query" / ``SearchParameters.sel``).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from lumir._deps import require
+from lumir.config import atomic_path
 from lumir.index.flat import as_float32_matrix, check_mask, empty_results
 
 __all__ = ["FaissIndex"]
@@ -210,16 +209,8 @@ class FaissIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the index with ``faiss.write_index`` (atomically: a reader never sees a torn file)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        os.close(fd)
-        try:
-            _faiss().write_index(self._index, tmp)
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            _faiss().write_index(self._index, str(tmp))
 
     @classmethod
     def load(

@@ -10,13 +10,12 @@ the chunked scan is also faster than one large matmul (the score block stays in 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from lumir.config import atomic_path
 from lumir.errors import DimensionMismatchError
 
 __all__ = ["FlatIndex", "as_float32_matrix", "check_mask", "empty_results", "save_npy"]
@@ -70,16 +69,8 @@ def check_mask(mask: np.ndarray | None, ntotal: int) -> np.ndarray | None:
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` in ``.npy`` format atomically (a temporary sibling renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, tmp.open("wb") as fh:
+        np.save(fh, array, allow_pickle=False)
 
 
 def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from lumir.collections import Corpus, Rankings
-from lumir.config import atomic_write_text, lumir_version, read_json, versions, write_json
+from lumir.config import atomic_write_text, current_umask, lumir_version, read_json, versions, write_json
 from lumir.errors import DimensionMismatchError, IncompatibleIndexError
 from lumir.index.faiss_backend import FaissIndex
 from lumir.index.flat import FlatIndex
@@ -123,6 +123,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp creates 0700
         write(tmp)
         _swap_into_place(tmp, path)
     except BaseException:
