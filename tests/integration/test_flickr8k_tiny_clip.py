@@ -29,5 +29,10 @@ def test_flickr8k_both_directions_through_tiny_clip(data_root: Path, tmp_path: P
         m = result["tasks"][name]["stages"]["first_stage"]["metrics"]
         assert set(m) == {"R@1", "R@5", "R@10"}
         assert 0.0 <= m["R@1"] <= m["R@5"] <= m["R@10"] <= 1.0
+    pair = (
+        result["tasks"]["flickr8k/t2i"]["stages"]["first_stage"]["metrics"],
+        result["tasks"]["flickr8k/i2t"]["stages"]["first_stage"]["metrics"],
+    )
+    assert result["summary"]["flickr8k"]["first_stage"] == pytest.approx(sum(sum(m.values()) for m in pair))
     # image->text has 5 positives per query, so chance R@10 is ~5x higher than text->image's 10/1000
     assert json.loads((tmp_path / "r.json").read_text())["tasks"]["flickr8k/i2t"]["num_candidates"] == 5000

@@ -173,6 +173,8 @@ def eval_(
         outcomes = check_result(result, load_benchmark(check)) if check is not None else None
     except (LumirError, OSError, ValueError, ImportError) as err:
         _fail(err)
+    for name, stages in result.get("summary", {}).items():
+        typer.echo("  ".join(f"Rsum {name} {stage}: {100 * value:.1f}" for stage, value in stages.items()))
     typer.echo(table)
     if report is not None:
         from lumir.config import atomic_write_text

@@ -16,7 +16,7 @@ from typing import Any
 
 from lumir.collections import RetrievalTask
 from lumir.config import versions, write_json
-from lumir.eval.metrics import compute_metrics, parse_metric
+from lumir.eval.metrics import compute_metrics, parse_metric, rsum
 from lumir.io.trec import check_qrels, write_run
 from lumir.pipeline import Pipeline
 from lumir.protocols import Embedder, Reranker, Rewriter
@@ -162,6 +162,33 @@ def evaluate(
         entry = evaluate_task(task, pipeline, k=k, metrics=metrics, run_dir=None if run_dir is None else Path(run_dir))
         entry["timings"] = {"embed_corpus": round(embed_seconds, 4), **entry["timings"]}
         result["tasks"][task.name] = entry
+        result["summary"] = image_text_rsum(result["tasks"])
         if output is not None:  # write after every task so a long run keeps what it finished
             write_json(output, result)
     return result
+
+
+def image_text_rsum(tasks: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Rsum (fraction units, 6 = perfect) for every ``<name>/t2i`` + ``<name>/i2t`` pair, per shared stage.
+
+    Example:
+        >>> m = {"R@1": 0.5, "R@5": 0.5, "R@10": 0.5}
+        >>> image_text_rsum({"f/t2i": {"stages": {"first_stage": {"metrics": m}}},
+        ...                  "f/i2t": {"stages": {"first_stage": {"metrics": m}}}})
+        {'f': {'first_stage': 3.0}}
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, entry in tasks.items():
+        prefix, _, direction = name.rpartition("/")
+        other = tasks.get(f"{prefix}/i2t") if direction == "t2i" else None
+        if other is None:
+            continue
+        for stage, body in entry["stages"].items():
+            if stage not in other["stages"]:
+                continue
+            try:
+                value = rsum(body["metrics"], other["stages"][stage]["metrics"])
+            except ValueError:  # a direction lacks R@1/5/10
+                continue
+            out.setdefault(prefix, {})[stage] = round(value, 6)
+    return out
