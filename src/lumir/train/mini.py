@@ -1,0 +1,196 @@
+"""The lumir-mini recipe: cache frozen-tower features of a captioned photo set, train the heads, save the model.
+
+Recipe blocks (see ``recipes/mini/flickr8k.yaml``)::
+
+    kind: mini
+    data:     {dataset: flickr8k, root: null, split: train_4k, holdout: 0}
+    features: {cache_dir: runs/mini/features, mirror: true}
+    model:    {dim: 256, mirror: true,
+               image_head: {kind: linear, parts: [head, stage4, stage5, stage6], input_dropout: 0.7},
+               text_head:  {kind: linear, input_dropout: 0.2}}
+    train:    {...}              # lumir.train.contrastive.ContrastiveConfig
+    output_dir: runs/mini/flickr8k
+
+Queries are captions, candidates are photos (two views each: the photo and its mirror image). ``holdout`` keeps the
+last N photos of the split out of training and reports validation recall on them after every epoch; it is how the
+recipe's settings were chosen without looking at the test split, which a recipe may not train on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from lumir.config import atomic_write_text
+from lumir.data.flickr8k import load_flickr8k
+from lumir.eval.tasks import default_data_root
+from lumir.models.heads import ProjectionHead
+from lumir.models.mini import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, MiniHeads, feature_spans
+from lumir.train.contrastive import ContrastiveConfig, ContrastiveData, ContrastiveTrainer, TrainSummary
+from lumir.train.features import cache_image_features, cache_text_features
+
+__all__ = ["MiniTrainResult", "build_mini_heads", "image_text_recall", "train_mini"]
+
+
+@dataclass
+class MiniTrainResult:
+    """Where the trained model went, and how training went."""
+
+    model_dir: Path
+    summary: TrainSummary
+    validation: dict[str, float]
+
+
+def _head(in_dim: int, dim: int, cfg: Mapping[str, Any], *, image: bool) -> ProjectionHead:
+    cfg = dict(cfg)
+    parts = cfg.pop("parts", None)
+    if parts is not None and not image:
+        raise ValueError("text_head takes no 'parts' (the text feature is one vector)")
+    select = feature_spans(parts) if parts else None
+    known = {"kind", "hidden", "input_dropout", "dropout"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown head option(s) {unknown}; accepted: {sorted(known | {'parts'})}")
+    return ProjectionHead(in_dim, dim, select=select, **cfg)
+
+
+def build_mini_heads(model_cfg: Mapping[str, Any]) -> MiniHeads:
+    """Untrained :class:`MiniHeads` from a recipe's ``model`` block."""
+    dim = int(model_cfg.get("dim", 256))
+    return MiniHeads(
+        _head(IMAGE_FEATURE_DIM, dim, model_cfg.get("image_head", {}), image=True),
+        _head(TEXT_FEATURE_DIM, dim, model_cfg.get("text_head", {}), image=False),
+        mirror=bool(model_cfg.get("mirror", True)),
+    )
+
+
+def image_text_recall(
+    image_emb: torch.Tensor, text_emb: torch.Tensor, text_to_image: torch.Tensor, ks: tuple[int, ...] = (1, 5, 10)
+) -> dict[str, float]:
+    """Recall@K in percent both ways and Rsum, the standard Flickr/COCO protocol, from normalised embeddings.
+
+    Text→image: a hit when the caption's own image ranks in the top K. Image→text: a hit when any of the image's
+    captions ranks in the top K. Ties count against the positive.
+
+    Example:
+        >>> e = torch.eye(2)
+        >>> image_text_recall(e, torch.cat([e, e]), torch.tensor([0, 1, 0, 1]), ks=(1,))
+        {'t2i_R@1': 100.0, 'i2t_R@1': 100.0, 'rsum': 200.0}
+    """
+    sim = text_emb @ image_emb.T  # (n_text, n_image)
+    rows = torch.arange(sim.shape[0])
+    t2i_rank = (sim > sim[rows, text_to_image][:, None]).sum(dim=1)  # (n_text,)
+    # image→text: rank of each caption in its image's list; an image's best caption decides
+    i2t_rank_all = (sim[rows, text_to_image][None, :] < sim.T).sum(dim=0)  # rank of caption t under image(t)
+    best = torch.full((image_emb.shape[0],), sim.shape[0], dtype=torch.long)
+    best.scatter_reduce_(0, text_to_image, i2t_rank_all, reduce="amin")
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"t2i_R@{k}"] = round(float((t2i_rank < k).float().mean()) * 100, 2)
+    for k in ks:
+        out[f"i2t_R@{k}"] = round(float((best < k).float().mean()) * 100, 2)
+    out["rsum"] = round(sum(out.values()), 2)
+    return out
+
+
+def _embed(heads: MiniHeads, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        img = F.normalize(heads.image_head(images[:, 0]), dim=-1)
+        if heads.mirror and images.shape[1] > 1:
+            img = F.normalize(img + F.normalize(heads.image_head(images[:, 1]), dim=-1), dim=-1)
+        return img, F.normalize(heads.text_head(texts), dim=-1)
+
+
+def train_mini(
+    recipe: Mapping[str, Any],
+    *,
+    data: str | Path | None = None,
+    output_dir: str | Path | None = None,
+    resume: bool = True,
+    show_progress: bool = True,
+) -> MiniTrainResult:
+    """Run a ``kind: mini`` recipe (see the module docstring); the model lands in ``<output_dir>/model``.
+
+    Raises:
+        ValueError: the recipe asks to train on a test split, or has unknown options.
+        FileNotFoundError: the data folder is missing (the message says what to pass).
+    """
+    data_cfg = dict(recipe.get("data", {}))
+    if data_cfg.get("dataset", "flickr8k") != "flickr8k":
+        raise ValueError(f"the mini recipe trains on dataset 'flickr8k' only, got {data_cfg.get('dataset')!r}")
+    split = str(data_cfg.get("split", "train_4k"))
+    if split.startswith("test"):
+        raise ValueError(f"refusing to train on the test split {split!r}; evaluate on it with `lumir eval` instead")
+    root = Path(data_cfg["root"]) if data_cfg.get("root") else default_data_root(data) / "flickr8k"
+    holdout = int(data_cfg.get("holdout", 0))
+    feat_cfg = dict(recipe.get("features", {}))
+    cache_dir = Path(feat_cfg.get("cache_dir", "runs/mini/features"))
+    out = Path(output_dir or recipe.get("output_dir", "runs/mini/flickr8k"))
+    config = ContrastiveConfig.from_dict(recipe.get("train", {}))
+
+    images, captions = load_flickr8k(root, split)
+    image_cache = cache_image_features(
+        images, cache_dir / f"flickr8k-{split}-images", mirror=feat_cfg.get("mirror", True)
+    )
+    text_cache = cache_text_features(captions, cache_dir / f"flickr8k-{split}-captions")
+    position = {name: i for i, name in enumerate(image_cache.ids)}
+    positives = torch.tensor([position[c.meta["image"]] for c in captions])
+    img_feats = torch.from_numpy(np.array(image_cache.features))
+    txt_feats = torch.from_numpy(np.array(text_cache.features[:, 0]))
+
+    n_train = len(images) - holdout
+    if not 0 <= holdout < len(images) // 2:
+        raise ValueError(f"data.holdout must be in [0, {len(images) // 2}), got {holdout}")
+    in_train = positives < n_train
+    train_data = ContrastiveData(txt_feats[in_train], img_feats[:n_train], positives[in_train])
+
+    torch.manual_seed(config.seed)
+    heads = build_mini_heads(recipe.get("model", {}))
+    heads.image_head.fit_standardizer(train_data.candidates[:, 0])
+    heads.text_head.fit_standardizer(train_data.queries)
+
+    callback = None
+    if holdout:
+        val_imgs, val_txts = img_feats[n_train:], txt_feats[~in_train]
+        val_pos = positives[~in_train] - n_train
+
+        def callback(trainer: ContrastiveTrainer, epoch: int) -> dict[str, float]:
+            img, txt = _embed(heads, val_imgs, val_txts)
+            return {f"val_{k}": v for k, v in image_text_recall(img, txt, val_pos).items()}
+
+    trainer = ContrastiveTrainer(heads.text_head, heads.image_head, train_data, config, out, on_epoch_end=callback)
+    summary = trainer.train(resume=resume, show_progress=show_progress)
+    heads.eval()
+    heads.logit_scale = float(trainer.temperature.logit_scale.detach())
+    heads.meta = {
+        "recipe": dict(recipe),
+        "data": {"dataset": "flickr8k", "split": split, "images": n_train, "captions": int(in_train.sum())},
+        "training": {
+            "steps": summary.steps,
+            "epochs": summary.epochs,
+            "seconds": summary.seconds,
+            "final_loss": summary.final_loss,
+            "temperature": summary.temperature,
+        },
+        "features": {
+            "images_per_second": image_cache.manifest["throughput"],
+            "captions_per_second": text_cache.manifest["throughput"],
+        },
+    }
+    model_dir = heads.save(out / "model")
+    atomic_write_text(out / "recipe.yaml", yaml.safe_dump(dict(recipe), sort_keys=False))
+    validation = summary.history[-1] if holdout and summary.history else {}
+    val = {k: float(v) for k, v in validation.items() if k.startswith("val_")}
+    atomic_write_text(
+        out / "result.json",
+        json.dumps({"model_dir": str(model_dir), "summary": asdict(summary), "validation": val}, indent=1) + "\n",
+    )
+    return MiniTrainResult(model_dir, summary, val)

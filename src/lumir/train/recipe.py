@@ -1,0 +1,89 @@
+"""Training recipes: one immutable YAML file = one run (``lumir train embedder --config recipes/...yaml``).
+
+A recipe is a mapping with a ``kind`` (which trainer runs it) and that trainer's blocks. Command-line overrides use
+dotted keys (``--set train.epochs=5``) and are recorded with the resolved recipe in the run's output folder; the file
+itself is never rewritten.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lumir.errors import DataFormatError
+
+__all__ = ["RECIPE_KINDS", "apply_overrides", "load_recipe", "run_recipe"]
+
+RecipeRunner = Callable[..., Any]
+
+
+def _mini_runner(recipe: Mapping[str, Any], **options: Any) -> Any:
+    from lumir.train.mini import train_mini
+
+    return train_mini(recipe, **options)
+
+
+RECIPE_KINDS: dict[str, RecipeRunner] = {"mini": _mini_runner}
+"""Recipe ``kind`` → function running it."""
+
+
+def load_recipe(path: str | Path) -> dict[str, Any]:
+    """Read a YAML recipe.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataFormatError: invalid YAML, not a mapping, or an unknown ``kind`` (naming the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    try:
+        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise DataFormatError(f"invalid YAML: {err}", path=path) from err
+    if not isinstance(recipe, dict):
+        raise DataFormatError("a recipe must be a YAML mapping", path=path)
+    if recipe.get("kind") not in RECIPE_KINDS:
+        raise DataFormatError(f"recipe kind {recipe.get('kind')!r} is not one of {sorted(RECIPE_KINDS)}", path=path)
+    recipe.setdefault("source", str(path))
+    return recipe
+
+
+def apply_overrides(recipe: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``recipe`` with ``"a.b=value"`` overrides applied (values parsed as YAML scalars).
+
+    Raises:
+        ValueError: an override without ``=`` or one that descends into a non-mapping.
+
+    Example:
+        >>> apply_overrides({"train": {"epochs": 10}}, ["train.epochs=3", "name=x"])
+        {'train': {'epochs': 3}, 'name': 'x'}
+    """
+    out = copy.deepcopy(dict(recipe))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} must look like 'section.key=value'")
+        node: dict[str, Any] = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def run_recipe(recipe: Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), **options: Any) -> Any:
+    """Load (if a path), override and run a recipe with the runner for its ``kind``."""
+    loaded = load_recipe(recipe) if isinstance(recipe, (str, Path)) else dict(recipe)
+    resolved = apply_overrides(loaded, overrides)
+    kind = resolved.get("kind")
+    if kind not in RECIPE_KINDS:
+        raise ValueError(f"recipe kind {kind!r} is not one of {sorted(RECIPE_KINDS)}")
+    return RECIPE_KINDS[str(kind)](resolved, **options)
