@@ -39,6 +39,10 @@ class ProjectionHead(nn.Module):
         ValueError: unknown ``kind``, empty or out-of-range ``select``, dropout outside [0, 1).
     """
 
+    index: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         in_dim: int,

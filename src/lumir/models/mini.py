@@ -107,10 +107,11 @@ class ImageFeatureExtractor:
         trunk: nn.Module = _PooledTrunk(self.net).eval()
         self.channels_last = optimize and self.device.type == "cpu"
         if self.channels_last:
-            trunk = trunk.to(memory_format=torch.channels_last)
+            trunk = trunk.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             example = torch.zeros(2, 3, 224, 224).to(memory_format=torch.channels_last)
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)  # padding is fixed for 224x224 inputs
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch>=2.10 marks TorchScript deprecated
                 trunk = torch.jit.freeze(torch.jit.trace(trunk, example, check_trace=False))
         self.trunk = trunk
         self.dim = IMAGE_FEATURE_DIM

@@ -57,6 +57,8 @@ class ContrastiveConfig:
         seed: seed for batches, views, dropout and initialisation.
         log_every: write a ``log.jsonl`` line every N steps.
         grad_clip: max gradient norm (None: no clipping).
+        drop_last: drop an epoch's trailing batches that are not full (tiny batches have few negatives and
+            near-zero loss); kept when no batch would be full.
     """
 
     epochs: int = 10
@@ -71,6 +73,7 @@ class ContrastiveConfig:
     seed: int = 0
     log_every: int = 10
     grad_clip: float | None = None
+    drop_last: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -141,8 +144,8 @@ def no_duplicate_batches(positives: torch.Tensor, batch_size: int, generator: to
     Example:
         >>> g = torch.Generator().manual_seed(0)
         >>> batches = no_duplicate_batches(torch.tensor([0, 0, 1, 1]), 2, g)
-        >>> sorted(len(b) for b in batches), all(len(set([0, 0, 1, 1][i] for i in b.tolist())) == len(b) for b in batches)
-        ([2, 2], True)
+        >>> [sorted(b.tolist()) for b in batches]  # queries 0 and 1 share candidate 0, so they never meet
+        [[0, 3], [1, 2]]
     """
     order = torch.randperm(positives.shape[0], generator=generator).tolist()
     pos = positives.tolist()
@@ -219,7 +222,8 @@ class ContrastiveTrainer:
         return nn.ModuleList([*mods, self.temperature])
 
     def _param_groups(self) -> list[dict[str, Any]]:
-        decay, no_decay = [], []
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
         for module in self.trainable_modules():
             for p in module.parameters():
                 if not p.requires_grad:
@@ -232,7 +236,9 @@ class ContrastiveTrainer:
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        return no_duplicate_batches(self.data.positives, self.config.batch_size, g)
+        batches = no_duplicate_batches(self.data.positives, self.config.batch_size, g)
+        full = [b for b in batches if len(b) == self.config.batch_size]
+        return full if self.config.drop_last and full else batches
 
     # ---------------------------------------------------------------- checkpoints
     @property

@@ -78,25 +78,25 @@ def image_text_recall(
     """Recall@K in percent both ways and Rsum, the standard Flickr/COCO protocol, from normalised embeddings.
 
     Text→image: a hit when the caption's own image ranks in the top K. Image→text: a hit when any of the image's
-    captions ranks in the top K. Ties count against the positive.
+    captions ranks in the top K, i.e. when its best-scoring caption does. Ties are broken in the positive's favour.
 
     Example:
-        >>> e = torch.eye(2)
-        >>> image_text_recall(e, torch.cat([e, e]), torch.tensor([0, 1, 0, 1]), ks=(1,))
-        {'t2i_R@1': 100.0, 'i2t_R@1': 100.0, 'rsum': 200.0}
+        >>> img = torch.eye(2)
+        >>> txt = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+        >>> image_text_recall(img, txt, torch.tensor([0, 1, 0, 1]), ks=(1,))
+        {'t2i_R@1': 50.0, 'i2t_R@1': 100.0, 'rsum': 150.0}
     """
     sim = text_emb @ image_emb.T  # (n_text, n_image)
-    rows = torch.arange(sim.shape[0])
-    t2i_rank = (sim > sim[rows, text_to_image][:, None]).sum(dim=1)  # (n_text,)
-    # image→text: rank of each caption in its image's list; an image's best caption decides
-    i2t_rank_all = (sim[rows, text_to_image][None, :] < sim.T).sum(dim=0)  # rank of caption t under image(t)
-    best = torch.full((image_emb.shape[0],), sim.shape[0], dtype=torch.long)
-    best.scatter_reduce_(0, text_to_image, i2t_rank_all, reduce="amin")
+    positive = sim[torch.arange(sim.shape[0]), text_to_image]  # each caption's score with its own image
+    t2i_rank = (sim > positive[:, None]).sum(dim=1)
+    best = torch.full((image_emb.shape[0],), float("-inf"), dtype=sim.dtype)
+    best.scatter_reduce_(0, text_to_image, positive, reduce="amax")  # each image's best own-caption score
+    i2t_rank = (sim > best[None, :]).sum(dim=0)
     out: dict[str, float] = {}
     for k in ks:
         out[f"t2i_R@{k}"] = round(float((t2i_rank < k).float().mean()) * 100, 2)
     for k in ks:
-        out[f"i2t_R@{k}"] = round(float((best < k).float().mean()) * 100, 2)
+        out[f"i2t_R@{k}"] = round(float((i2t_rank < k).float().mean()) * 100, 2)
     out["rsum"] = round(sum(out.values()), 2)
     return out
 

@@ -1,0 +1,98 @@
+"""lumir-mini model files and image features: save/load round trip, clear errors, feature layout, mirror view."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+import skimage.data as skimage_data
+import torch
+from PIL import Image
+
+from lumir.errors import DataFormatError, ModelNotFoundError
+from lumir.models.heads import ProjectionHead
+from lumir.models.mini import (
+    IMAGE_FEATURE_DIM,
+    IMAGE_FEATURE_SPANS,
+    TEXT_FEATURE_DIM,
+    ImageFeatureExtractor,
+    MiniHeads,
+    feature_spans,
+    load_mini_heads,
+)
+
+
+def _heads() -> MiniHeads:
+    torch.manual_seed(0)
+    image = ProjectionHead(IMAGE_FEATURE_DIM, 16, kind="mlp", select=feature_spans(["head", "stage6"]))
+    text = ProjectionHead(TEXT_FEATURE_DIM, 16)
+    image.fit_standardizer(torch.randn(20, IMAGE_FEATURE_DIM) * 3 + 1)
+    return MiniHeads(image, text, logit_scale=25.0, meta={"note": "test"}).eval()
+
+
+def test_feature_layout_covers_the_vector_once() -> None:
+    spans = sorted(IMAGE_FEATURE_SPANS.values())
+    assert spans[0][0] == 0 and spans[-1][1] == IMAGE_FEATURE_DIM == 2064
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    with pytest.raises(ValueError, match="unknown image feature part"):
+        feature_spans(["stage7"])
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    heads = _heads()
+    heads.save(tmp_path / "m")
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["format"] == "lumir-mini/1" and config["meta"] == {"note": "test"} and "versions" in config
+    loaded = load_mini_heads(tmp_path / "m")
+    assert not loaded.training and loaded.logit_scale == 25.0 and loaded.dim == 16
+    img, txt = torch.randn(3, IMAGE_FEATURE_DIM), torch.randn(3, TEXT_FEATURE_DIM)
+    torch.testing.assert_close(loaded.image_head(img), heads.image_head(img))
+    torch.testing.assert_close(loaded.text_head(txt), heads.text_head(txt))
+
+
+def test_load_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        load_mini_heads(tmp_path)
+    _heads().save(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    config = json.loads(cfg_path.read_text())
+    cfg_path.write_text("{not json")
+    with pytest.raises(DataFormatError, match="invalid JSON"):
+        load_mini_heads(tmp_path / "m")
+    cfg_path.write_text(json.dumps({**config, "format": "other/1"}))
+    with pytest.raises(DataFormatError, match="not a lumir-mini config"):
+        load_mini_heads(tmp_path / "m")
+    config["text_head"]["out_dim"] = 16
+    config["image_head"]["hidden"] = 7  # architecture no longer matches the stored weights
+    cfg_path.write_text(json.dumps(config))
+    with pytest.raises(DataFormatError, match="weights do not match"):
+        load_mini_heads(tmp_path / "m")
+
+
+def test_heads_must_share_a_width() -> None:
+    with pytest.raises(ValueError, match="out_dim"):
+        MiniHeads(ProjectionHead(IMAGE_FEATURE_DIM, 8), ProjectionHead(TEXT_FEATURE_DIM, 16))
+
+
+@pytest.fixture(scope="module")
+def photos() -> list[Image.Image]:
+    # square 224x224 photos, so that preprocessing (resize + centre crop) commutes with a horizontal flip
+    return [
+        Image.fromarray(a).crop((0, 0, 300, 300)).resize((224, 224))
+        for a in (skimage_data.chelsea(), skimage_data.coffee())
+    ]
+
+
+def test_traced_features_match_eager_and_mirror_is_a_flip(photos: list[Image.Image]) -> None:
+    fast, eager = ImageFeatureExtractor(), ImageFeatureExtractor(optimize=False)
+    f_fast, f_eager = fast(photos), eager(photos)
+    assert f_fast.shape == (2, IMAGE_FEATURE_DIM)
+    torch.testing.assert_close(f_fast, f_eager, rtol=1e-4, atol=1e-4)
+    flipped = [p.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for p in photos]
+    torch.testing.assert_close(eager(photos, mirror=True), eager(flipped), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(f_eager, eager(photos, mirror=True), atol=1e-3)  # a different view
+    head = slice(*IMAGE_FEATURE_SPANS["head"])
+    assert bool((f_eager[:, head] >= 0).all())  # pooled after ReLU6
+    assert fast([]).shape == (0, IMAGE_FEATURE_DIM)

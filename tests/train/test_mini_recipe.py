@@ -1,0 +1,104 @@
+"""The lumir-mini recipe end to end on a tiny Flickr8k-layout folder: train, save, reload as an embedder, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from lumir.cli.main import app
+from lumir.embed import load_embedder
+from lumir.errors import DataFormatError
+from lumir.train.recipe import apply_overrides, load_recipe, run_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+RECIPE = REPO / "recipes" / "mini" / "flickr8k.yaml"
+
+
+def _tiny_recipe(tmp_path: Path, **train: object) -> dict[str, object]:
+    recipe = load_recipe(RECIPE)
+    overrides = [
+        "data.split=train_tiny",
+        f"features.cache_dir={tmp_path / 'features'}",
+        f"output_dir={tmp_path / 'run'}",
+        "model.dim=16",
+        "train.epochs=3",
+        "train.batch_size=8",
+        "train.warmup_steps=1",
+        *(f"train.{k}={v}" for k, v in train.items()),
+    ]
+    return apply_overrides(recipe, overrides)
+
+
+def test_shipped_recipe_trains_on_train_4k_only() -> None:
+    recipe = load_recipe(RECIPE)
+    assert recipe["kind"] == "mini" and recipe["data"]["split"] == "train_4k"
+    assert "test" not in json.dumps(recipe["data"])
+
+
+def test_train_save_reload_and_embed(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    result = run_recipe(_tiny_recipe(tmp_path), data=tiny_flickr8k, show_progress=False)
+    assert result.summary.epochs == 3 and result.summary.steps > 0
+    losses = [r["epoch_loss"] for r in result.summary.history]
+    assert losses[-1] < losses[0]
+    assert (result.model_dir / "config.json").is_file() and (tmp_path / "run" / "recipe.yaml").is_file()
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["meta"]["data"] == {"dataset": "flickr8k", "split": "train_tiny", "images": 12, "captions": 60}
+    embedder = load_embedder(f"mini:{result.model_dir}")
+    assert load_embedder(embedder.spec()).spec() == embedder.spec()  # index folders rebuild it from the spec
+    from lumir.data.flickr8k import load_flickr8k
+
+    images, captions = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
+    img = embedder.embed(images[:3], role="candidate")
+    txt = embedder.embed(captions[:3], role="query")
+    assert img.shape == txt.shape == (3, 16)
+    torch.testing.assert_close(img.norm(dim=1), torch.ones(3))
+
+
+def test_holdout_reports_validation_recall(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    recipe = apply_overrides(_tiny_recipe(tmp_path), ["data.holdout=4"])
+    result = run_recipe(recipe, data=tiny_flickr8k, show_progress=False)
+    assert set(result.validation) >= {"val_t2i_R@1", "val_i2t_R@10", "val_rsum"}
+    assert result.summary.history[-1]["val_rsum"] == result.validation["val_rsum"]
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["meta"]["data"]["images"] == 8
+
+
+def test_recipe_errors(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="refusing to train on the test split"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["data.split=test_1k"]), data=tiny_flickr8k)
+    with pytest.raises(ValueError, match="unknown train option"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["train.epoch=1"]), data=tiny_flickr8k)
+    with pytest.raises(ValueError, match="unknown head option"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["model.text_head.depth=2"]), data=tiny_flickr8k)
+    with pytest.raises(FileNotFoundError, match="--data"):
+        run_recipe(_tiny_recipe(tmp_path), data=tmp_path / "nowhere")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: nope\n")
+    with pytest.raises(DataFormatError, match="recipe kind 'nope'"):
+        load_recipe(bad)
+    bad.write_text("kind: [unclosed\n")
+    with pytest.raises(DataFormatError, match="invalid YAML"):
+        load_recipe(bad)
+    with pytest.raises(ValueError, match="must look like"):
+        apply_overrides({}, ["train.epochs"])
+
+
+def test_cli_train_embedder(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    recipe_path = tmp_path / "tiny.yaml"
+    recipe_path.write_text(yaml.safe_dump(_tiny_recipe(tmp_path)))
+    out = tmp_path / "cli-run"
+    args = ["train", "embedder", "--config", str(recipe_path), "--data", str(tiny_flickr8k), "-o", str(out)]
+    result = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])
+    assert result.exit_code == 0, result.output
+    assert "trained 2 epochs" in result.output and f"mini:{out / 'model'}" in result.output
+    again = CliRunner().invoke(app, [*args, "--set", "train.epochs=2"])  # resumes: nothing left to do
+    assert again.exit_code == 0 and "trained 2 epochs" in again.output
+    changed = CliRunner().invoke(app, [*args, "--set", "train.lr=0.5"])
+    assert changed.exit_code == 2 and "other train settings" in changed.output
+    missing = CliRunner().invoke(app, ["train", "embedder", "--config", str(tmp_path / "none.yaml")])
+    assert missing.exit_code == 2 and "recipe not found" in missing.output
