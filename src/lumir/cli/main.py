@@ -199,9 +199,11 @@ def info(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) ->
 
 
 def _add_subcommands() -> None:
+    from lumir.cli.demo import demo
     from lumir.cli.train import train_app
 
     app.add_typer(train_app, name="train")
+    app.command("demo")(demo)
 
 
 _add_subcommands()

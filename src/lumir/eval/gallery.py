@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lumir.collections import Corpus, Rankings
@@ -12,7 +13,7 @@ from lumir.errors import ImageLoadError
 from lumir.io.images import thumbnail_data_uri
 from lumir.types import Item, Qrels, Query
 
-__all__ = ["render_gallery", "write_gallery"]
+__all__ = ["GallerySection", "render_gallery", "render_sections", "write_gallery", "write_sections"]
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5rem;background:#fafafa;color:#222}
@@ -21,7 +22,7 @@ h1{font-size:1.3rem} .q{background:#fff;border:1px solid #ddd;border-radius:8px;
 .hit{width:180px;border:1px solid #e2e2e2;border-radius:6px;padding:.4rem;background:#fff;font-size:.8rem}
 .hit.rel{border:2px solid #2a9d44} .hit img,.qimg{max-width:100%;border-radius:4px;display:block}
 .meta{color:#666;font-size:.75rem} .txt{margin-top:.3rem;max-height:6.5em;overflow:hidden}
-.qimg{max-width:200px}
+.qimg{max-width:200px} h2{font-size:1.1rem;margin-top:2rem} .intro{color:#444}
 """
 
 
@@ -35,24 +36,11 @@ def _thumb(item: Item, size: int) -> str:
     return f'<img src="{uri}" alt="{html.escape(item.id)}" loading="lazy">'
 
 
-def render_gallery(
-    queries: Sequence[Query],
-    rankings: Rankings,
-    corpus: Corpus,
-    *,
-    qrels: Qrels | None = None,
-    title: str = "lumir results",
-    thumb_size: int = 160,
-) -> str:
-    """Render an HTML page: each query (text and/or image) followed by its ranked hits with scores and ranks.
-
-    Relevant hits (per ``qrels``) get a green border.
-    """
+def _query_blocks(
+    queries: Sequence[Query], rankings: Rankings, corpus: Corpus, qrels: Qrels | None, thumb_size: int
+) -> list[str]:
     by_id = {q.id: q for q in queries}
-    parts = [
-        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>",
-        f"<h1>{html.escape(title)}</h1>",
-    ]
+    parts: list[str] = []
     for qid, hits in rankings:
         q = by_id.get(qid)
         parts.append('<div class="q">')
@@ -76,6 +64,60 @@ def render_gallery(
                     parts.append(f"<div class='txt'>{html.escape(text)}</div>")
             parts.append("</div>")
         parts.append("</div></div>")
+    return parts
+
+
+def _head(title: str) -> list[str]:
+    return [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title><style>{_CSS}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+
+
+def render_gallery(
+    queries: Sequence[Query],
+    rankings: Rankings,
+    corpus: Corpus,
+    *,
+    qrels: Qrels | None = None,
+    title: str = "lumir results",
+    thumb_size: int = 160,
+) -> str:
+    """Render an HTML page: each query (text and/or image) followed by its ranked hits with scores and ranks.
+
+    Relevant hits (per ``qrels``) get a green border.
+    """
+    parts = _head(title) + _query_blocks(queries, rankings, corpus, qrels, thumb_size)
+    return "\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class GallerySection:
+    """One headed section of a multi-section gallery: queries, their rankings over ``corpus``, optional qrels."""
+
+    heading: str
+    queries: Sequence[Query]
+    rankings: Rankings
+    corpus: Corpus
+    qrels: Qrels | None = None
+    note: str = ""
+
+
+def render_sections(
+    sections: Sequence[GallerySection], *, title: str = "lumir results", intro: str = "", thumb_size: int = 160
+) -> str:
+    """Render several :class:`GallerySection` on one page, each under an ``<h2>`` heading (and optional note).
+
+    ``intro`` (plain text; newlines become line breaks) goes under the title.
+    """
+    parts = _head(title)
+    if intro:
+        parts.append(f"<p class='intro'>{'<br>'.join(html.escape(line) for line in intro.splitlines())}</p>")
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+        if section.note:
+            parts.append(f"<p class='meta'>{html.escape(section.note)}</p>")
+        parts += _query_blocks(section.queries, section.rankings, section.corpus, section.qrels, thumb_size)
     return "\n".join(parts) + "\n"
 
 
@@ -85,4 +127,11 @@ def write_gallery(
     """Write :func:`render_gallery` output to ``path`` (atomically) and return the path."""
     path = Path(path)
     atomic_write_text(path, render_gallery(queries, rankings, corpus, **kwargs))  # type: ignore[arg-type]
+    return path
+
+
+def write_sections(path: str | Path, sections: Sequence[GallerySection], **kwargs: object) -> Path:
+    """Write :func:`render_sections` output to ``path`` (atomically) and return the path."""
+    path = Path(path)
+    atomic_write_text(path, render_sections(sections, **kwargs))  # type: ignore[arg-type]
     return path

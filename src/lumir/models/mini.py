@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -32,12 +33,14 @@ from lumir.models.hub import resolve_device
 __all__ = [
     "IMAGE_FEATURE_DIM",
     "IMAGE_FEATURE_SPANS",
+    "IMAGE_VIEWS",
     "MINI_FORMAT",
     "TEXT_FEATURE_DIM",
     "ImageFeatureExtractor",
     "MiniHeads",
     "feature_spans",
     "load_mini_heads",
+    "view_pixels",
 ]
 
 MINI_FORMAT = "lumir-mini/1"
@@ -59,6 +62,40 @@ def _spans() -> dict[str, tuple[int, int]]:
 
 IMAGE_FEATURE_SPANS: dict[str, tuple[int, int]] = _spans()
 """Name → ``(start, stop)`` of each part of the image feature vector."""
+
+
+IMAGE_VIEWS = ("original", "mirror", "zoom", "zoom_mirror")
+"""Views of a photo whose features can be cached: the photo, its mirror image, and a centre zoom (the central
+80 % upscaled back to 224x224, a crop augmentation) with its mirror. Inference uses ``original`` and ``mirror``."""
+
+ZOOM_FRACTION = 0.8
+
+
+def view_pixels(pixels: torch.Tensor, view: str) -> torch.Tensor:
+    """One :data:`IMAGE_VIEWS` view of a preprocessed ``(n, 3, H, W)`` batch.
+
+    Raises:
+        ValueError: an unknown view name.
+
+    Example:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> view_pixels(x, "mirror")[0, 0, 0].tolist()
+        [3.0, 2.0, 1.0, 0.0]
+        >>> view_pixels(x, "zoom").shape
+        torch.Size([1, 1, 4, 4])
+    """
+    if view not in IMAGE_VIEWS:
+        raise ValueError(f"unknown image view {view!r}; known: {list(IMAGE_VIEWS)}")
+    x = pixels
+    if view.startswith("zoom"):
+        h, w = x.shape[-2:]
+        ch, cw = round(h * ZOOM_FRACTION), round(w * ZOOM_FRACTION)
+        top, left = (h - ch) // 2, (w - cw) // 2
+        crop = x[..., top : top + ch, left : left + cw]
+        x = F.interpolate(crop, size=(h, w), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+    if view.endswith("mirror"):
+        x = torch.flip(x, dims=[3])
+    return x
 
 
 def feature_spans(names: Sequence[str]) -> list[list[int]]:
@@ -123,9 +160,10 @@ class ImageFeatureExtractor:
         """Preprocess PIL images to the ``(n, 3, 224, 224)`` [-1, 1] batch the network reads."""
         return preprocess_efficientnet(images)
 
-    def from_pixels(self, pixels: torch.Tensor, *, mirror: bool = False) -> torch.Tensor:
-        """Features ``(n, 2064)`` (float32, CPU) of a preprocessed batch, or of its mirror images."""
-        x = torch.flip(pixels, dims=[3]) if mirror else pixels
+    def from_pixels(self, pixels: torch.Tensor, *, mirror: bool = False, view: str | None = None) -> torch.Tensor:
+        """Features ``(n, 2064)`` (float32, CPU) of a preprocessed batch, of its mirror images, or of another
+        :data:`IMAGE_VIEWS` view."""
+        x = view_pixels(pixels, view or ("mirror" if mirror else "original"))
         x = x.to(self.device)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

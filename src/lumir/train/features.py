@@ -2,7 +2,7 @@
 
 A cache is a folder:
 
-- ``manifest.json``: format, tower, item ids, views (``["original"]`` or ``["original", "mirror"]``), feature width,
+- ``manifest.json``: format, tower, item ids, views (e.g. ``["original", "mirror"]``), feature width,
   extraction throughput, lumir/torch versions;
 - ``features.npy``: float32 ``(n_items, n_views, dim)``.
 
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from lumir.config import atomic_path, atomic_write_text, versions
 from lumir.errors import DataFormatError, ImageLoadError
-from lumir.models.mini import ImageFeatureExtractor
+from lumir.models.mini import IMAGE_VIEWS, ImageFeatureExtractor
 from lumir.models.text import SentenceTransformerModel
 from lumir.types import Item
 
@@ -164,10 +164,14 @@ def cache_image_features(
     *,
     extractor: ImageFeatureExtractor | None = None,
     mirror: bool = True,
+    views: Sequence[str] | None = None,
     batch_size: int = ImageFeatureExtractor.batch_size,
     shard_size: int = 512,
 ) -> FeatureCache:
-    """EfficientNet-Lite0 features of image items, for the original and (``mirror``) the mirror image.
+    """EfficientNet-Lite0 features of image items for several views of each photo.
+
+    ``views`` names :data:`lumir.models.mini.IMAGE_VIEWS` (default: the original, plus the mirror image when
+    ``mirror``).
 
     Raises:
         ImageLoadError: an image cannot be read; the message names the item.
@@ -175,7 +179,10 @@ def cache_image_features(
     """
     folder = Path(folder)
     ids = [it.id for it in items]
-    views = ["original", "mirror"] if mirror else ["original"]
+    views = list(views) if views is not None else (["original", "mirror"] if mirror else ["original"])
+    unknown = [v for v in views if v not in IMAGE_VIEWS]
+    if unknown or not views or views[0] != "original":
+        raise ValueError(f"views must start with 'original' and come from {list(IMAGE_VIEWS)}, got {views}")
     if (cache := _check_reuse(folder, ids, "efficientnet-lite0", views)) is not None:
         return cache
     missing = [it.id for it in items if it.image is None]
@@ -196,7 +203,7 @@ def cache_image_features(
                     raise ImageLoadError(f"item {it.id!r}: {err}") from err
             pixels = net.pixels(images)
             for v, view in enumerate(views):
-                out[b - start : b - start + len(batch), v] = net.from_pixels(pixels, mirror=view == "mirror").numpy()
+                out[b - start : b - start + len(batch), v] = net.from_pixels(pixels, view=view).numpy()
         return out
 
     return _build(

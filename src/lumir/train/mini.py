@@ -4,14 +4,15 @@ Recipe blocks (see ``recipes/mini/flickr8k.yaml``)::
 
     kind: mini
     data:     {dataset: flickr8k, root: null, split: train_4k, holdout: 0}
-    features: {cache_dir: runs/mini/features, mirror: true}
+    features: {cache_dir: runs/mini/features, views: [original, mirror, zoom, zoom_mirror]}
     model:    {dim: 256, mirror: true,
                image_head: {kind: linear, parts: [head, stage4, stage5, stage6], input_dropout: 0.7},
                text_head:  {kind: linear, input_dropout: 0.2}}
     train:    {...}              # lumir.train.contrastive.ContrastiveConfig
     output_dir: runs/mini/flickr8k
 
-Queries are captions, candidates are photos (two views each: the photo and its mirror image). ``holdout`` keeps the
+Queries are captions, candidates are photos; each training step sees one random cached view of each photo
+(:data:`lumir.models.mini.IMAGE_VIEWS`; inference averages the original and mirror views). ``holdout`` keeps the
 last N photos of the split out of training and reports validation recall on them after every epoch; it is how the
 recipe's settings were chosen without looking at the test split, which a recipe may not train on.
 """
@@ -101,11 +102,14 @@ def image_text_recall(
     return out
 
 
-def _embed(heads: MiniHeads, images: torch.Tensor, texts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _embed(
+    heads: MiniHeads, images: torch.Tensor, texts: torch.Tensor, mirror_view: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed cached features exactly as :class:`lumir.embed.mini.MiniEmbedder` embeds photos and captions."""
     with torch.no_grad():
         img = F.normalize(heads.image_head(images[:, 0]), dim=-1)
-        if heads.mirror and images.shape[1] > 1:
-            img = F.normalize(img + F.normalize(heads.image_head(images[:, 1]), dim=-1), dim=-1)
+        if heads.mirror and mirror_view is not None:
+            img = F.normalize(img + F.normalize(heads.image_head(images[:, mirror_view]), dim=-1), dim=-1)
         return img, F.normalize(heads.text_head(texts), dim=-1)
 
 
@@ -137,9 +141,8 @@ def train_mini(
     config = ContrastiveConfig.from_dict(recipe.get("train", {}))
 
     images, captions = load_flickr8k(root, split)
-    image_cache = cache_image_features(
-        images, cache_dir / f"flickr8k-{split}-images", mirror=feat_cfg.get("mirror", True)
-    )
+    views = list(feat_cfg.get("views") or (["original", "mirror"] if feat_cfg.get("mirror", True) else ["original"]))
+    image_cache = cache_image_features(images, cache_dir / f"flickr8k-{split}-images-{'+'.join(views)}", views=views)
     text_cache = cache_text_features(captions, cache_dir / f"flickr8k-{split}-captions")
     position = {name: i for i, name in enumerate(image_cache.ids)}
     positives = torch.tensor([position[c.meta["image"]] for c in captions])
@@ -163,7 +166,7 @@ def train_mini(
         val_pos = positives[~in_train] - n_train
 
         def callback(trainer: ContrastiveTrainer, epoch: int) -> dict[str, float]:
-            img, txt = _embed(heads, val_imgs, val_txts)
+            img, txt = _embed(heads, val_imgs, val_txts, views.index("mirror") if "mirror" in views else None)
             return {f"val_{k}": v for k, v in image_text_recall(img, txt, val_pos).items()}
 
     trainer = ContrastiveTrainer(heads.text_head, heads.image_head, train_data, config, out, on_epoch_end=callback)
