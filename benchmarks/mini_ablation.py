@@ -27,18 +27,29 @@ RECIPE = REPO / "recipes" / "mini" / "flickr8k.yaml"
 
 VARIANTS: dict[str, list[str]] = {
     "base": [],
+    "no_zoom_views": ["features.views=[original,mirror]"],
     "linear_image_head": ["model.image_head.kind=linear"],
     "head_features_only": ["model.image_head.parts=[head]"],
     "all_stages": ["model.image_head.parts=[head,stage0,stage1,stage2,stage3,stage4,stage5,stage6]"],
-    "input_dropout_0.5": ["model.image_head.input_dropout=0.5"],
-    "input_dropout_0.8": ["model.image_head.input_dropout=0.8"],
-    "no_mirror": ["model.mirror=false", "train.view_sampling=first"],
+    "image_dropout_0.5": ["model.image_head.input_dropout=0.5"],
+    "image_dropout_0.8": ["model.image_head.input_dropout=0.8"],
+    "text_dropout_0.3": ["model.text_head.input_dropout=0.3"],
+    "no_mirror": ["model.mirror=false", "features.views=[original]"],
     "fixed_tau_0.07": ["train.temperature=0.07", "train.learnable_temperature=false"],
     "mlp_text_head": ["model.text_head.kind=mlp"],
     "dim_512": ["model.dim=512"],
+    "hidden_1024": ["model.image_head.hidden=1024"],
     "epochs_15": ["train.epochs=15"],
+    "epochs_20": ["train.epochs=20"],
     "epochs_60": ["train.epochs=60"],
     "batch_512": ["train.batch_size=512"],
+    "batch_2048": ["train.batch_size=2048"],
+    "weight_decay_0.3": ["train.weight_decay=0.3"],
+    "lr_0.002": ["train.lr=0.002"],
+    "dim_128": ["model.dim=128"],
+    "gem_and_max_features": [
+        "model.image_head.parts=[head,stage3,stage4,stage5,stage6,head_gem,stage5_max,stage6_max]"
+    ],
 }
 
 

@@ -96,3 +96,25 @@ def test_traced_features_match_eager_and_mirror_is_a_flip(photos: list[Image.Ima
     head = slice(*IMAGE_FEATURE_SPANS["head"])
     assert bool((f_eager[:, head] >= 0).all())  # pooled after ReLU6
     assert fast([]).shape == (0, IMAGE_FEATURE_DIM)
+
+
+def test_pooling_parts_of_the_feature_vector() -> None:
+    from lumir.models.efficientnet import load_efficientnet_lite0
+    from lumir.models.mini import _PooledTrunk, gem_pool
+
+    net = load_efficientnet_lite0()
+    x = torch.rand(2, 3, 224, 224) * 2 - 1
+    with torch.no_grad():
+        feats = _PooledTrunk(net)(x)
+        head, stages = net.forward_maps(x)
+    assert feats.shape == (2, IMAGE_FEATURE_DIM) == (2, 3856)
+
+    def part(name: str) -> torch.Tensor:
+        return feats[:, slice(*IMAGE_FEATURE_SPANS[name])]
+
+    torch.testing.assert_close(part("head"), head.mean(dim=(2, 3)))
+    torch.testing.assert_close(part("stage3"), stages[3].mean(dim=(2, 3)))
+    torch.testing.assert_close(part("head_gem"), gem_pool(head))
+    torch.testing.assert_close(part("stage6_max"), stages[6].amax(dim=(2, 3)))
+    assert bool((part("head") <= part("head_gem") + 1e-5).all())  # power mean >= arithmetic mean
+    assert bool((part("head_gem") <= head.amax(dim=(2, 3)) + 1e-5).all())

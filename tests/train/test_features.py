@@ -11,7 +11,13 @@ import torch
 
 from lumir.data.flickr8k import load_flickr8k
 from lumir.errors import DataFormatError, ImageLoadError
-from lumir.models.mini import IMAGE_FEATURE_DIM, ImageFeatureExtractor
+from lumir.models.mini import (
+    IMAGE_FEATURE_DIM,
+    TEXT_FEATURE_DIM,
+    TEXT_FEATURE_SPANS,
+    ImageFeatureExtractor,
+    text_tower_features,
+)
 from lumir.train.features import FeatureCache, cache_image_features, cache_text_features
 from lumir.types import ImageRef, Item
 
@@ -96,8 +102,21 @@ def test_text_cache_matches_the_text_model(tiny_flickr8k: Path, tmp_path: Path) 
     _, captions = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
     model = SentenceTransformerModel.from_folder(minilm_path())
     cache = cache_text_features(captions[:7], tmp_path / "txt", model=model, batch_size=3, shard_size=4)
-    assert cache.features.shape == (7, 1, 384)
-    direct = model.encode([str(c.text) for c in captions[:7]])
-    np.testing.assert_allclose(cache.features[:, 0], direct.numpy(), rtol=1e-4, atol=1e-5)
+    assert cache.features.shape == (7, 1, TEXT_FEATURE_DIM)
+    texts = [str(c.text) for c in captions[:7]]
+    np.testing.assert_allclose(cache.features[:, 0], text_tower_features(model, texts).numpy(), rtol=1e-4, atol=1e-5)
+    sentence = cache.features[:, 0, slice(*TEXT_FEATURE_SPANS["sentence"])]  # = the model's own sentence embedding
+    np.testing.assert_allclose(sentence, model.encode(texts).numpy(), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="have no text"):
         cache_text_features([Item("i", image=ImageRef("x.jpg"))], tmp_path / "t2", model=model)
+
+
+def test_views_are_checked_and_zoom_views_differ(tiny_flickr8k: Path, tmp_path: Path, extractor) -> None:
+    images, _ = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
+    with pytest.raises(ValueError, match="views must start with 'original'"):
+        cache_image_features(images[:2], tmp_path / "a", extractor=extractor, views=["mirror"])
+    with pytest.raises(ValueError, match="views must start with 'original'"):
+        cache_image_features(images[:2], tmp_path / "b", extractor=extractor, views=["original", "blur"])
+    cache = cache_image_features(images[:2], tmp_path / "c", extractor=extractor, views=["original", "zoom"])
+    assert cache.views == ["original", "zoom"]
+    assert not np.allclose(cache.features[:, 0], cache.features[:, 1], atol=1e-3)

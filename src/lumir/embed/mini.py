@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from lumir.embed.base import BaseEmbedder, EmbedInput
-from lumir.models.mini import ImageFeatureExtractor, MiniHeads, load_mini_heads
+from lumir.models.mini import ImageFeatureExtractor, MiniHeads, load_mini_heads, text_tower_features
 from lumir.models.text import SentenceTransformerModel
 from lumir.types import Modality
 
@@ -58,7 +58,7 @@ class MiniEmbedder(BaseEmbedder):
         self.dim = self.heads.dim
 
     def _text(self, texts: Sequence[str]) -> torch.Tensor:
-        feats = self.text_model.encode(texts).to(self.device)
+        feats = text_tower_features(self.text_model, texts).to(self.device)
         return F.normalize(self.heads.text_head(feats), dim=-1)
 
     def _image(self, batch: Sequence[EmbedInput]) -> torch.Tensor:

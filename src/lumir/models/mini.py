@@ -3,9 +3,11 @@
 The towers are never trained, so their outputs ("frozen features") are computed once, cached for training
 (:mod:`lumir.train.features`) and recomputed identically at inference (:class:`lumir.embed.mini.MiniEmbedder`):
 
-- image features: ``[pooled head (1280) | pooled stage 0..6 (16, 24, 40, 80, 112, 192, 320)]`` = 2,064 values from
-  one EfficientNet-Lite0 forward pass on the 224x224 centre crop in [-1, 1]; optionally also for the mirror image;
-- text features: the all-MiniLM-L6-v2 sentence embedding (384 values, mean-pooled, L2-normalised).
+- image features: ``[average-pooled head (1280) | average-pooled stage 0..6 (16, 24, 40, 80, 112, 192, 320) |
+  GeM-pooled head (1280, p=3) | max-pooled stage 5, 6 (192, 320)]`` = 3,856 values from one EfficientNet-Lite0
+  forward pass on the 224x224 centre crop in [-1, 1] (and, for training, other views: mirror image, zoom);
+- text features: ``[all-MiniLM-L6-v2 sentence embedding (384, mean-pooled, L2-normalised) | mean-pooled hidden
+  states of layers 4 and 5 (384 each) | max-pooled last layer (384)]`` = 1,536 values from one MiniLM pass.
 
 A saved model is a folder with ``config.json`` (head configs, feature layout, temperature, provenance) and
 ``heads.safetensors``.
@@ -29,6 +31,8 @@ from lumir.errors import DataFormatError, ModelNotFoundError
 from lumir.models.efficientnet import EfficientNetLite0, load_efficientnet_lite0, preprocess_efficientnet
 from lumir.models.heads import ProjectionHead, build_head
 from lumir.models.hub import resolve_device
+from lumir.models.pooling import l2_normalize, max_pool, mean_pool
+from lumir.models.text import SentenceTransformerModel
 
 __all__ = [
     "IMAGE_FEATURE_DIM",
@@ -36,19 +40,30 @@ __all__ = [
     "IMAGE_VIEWS",
     "MINI_FORMAT",
     "TEXT_FEATURE_DIM",
+    "TEXT_FEATURE_SPANS",
     "ImageFeatureExtractor",
     "MiniHeads",
     "feature_spans",
     "load_mini_heads",
+    "text_tower_features",
     "view_pixels",
 ]
 
 MINI_FORMAT = "lumir-mini/1"
 _HEAD_DIM = 1280
 _STAGE_DIMS = (16, 24, 40, 80, 112, 192, 320)
-IMAGE_FEATURE_DIM = _HEAD_DIM + sum(_STAGE_DIMS)
-"""Width of the cached image feature vector (2,064)."""
-TEXT_FEATURE_DIM = 384
+_MAX_STAGES = (5, 6)
+GEM_P = 3.0
+IMAGE_FEATURE_DIM = 2 * _HEAD_DIM + sum(_STAGE_DIMS) + sum(_STAGE_DIMS[i] for i in _MAX_STAGES)
+"""Width of the cached image feature vector (3,856)."""
+_TEXT_WIDTH = 384
+TEXT_FEATURE_SPANS: dict[str, tuple[int, int]] = {
+    name: (i * _TEXT_WIDTH, (i + 1) * _TEXT_WIDTH)
+    for i, name in enumerate(("sentence", "layer4", "layer5", "last_max"))
+}
+"""Name → ``(start, stop)`` of each part of the text feature vector."""
+TEXT_FEATURE_DIM = 4 * _TEXT_WIDTH
+"""Width of the cached text feature vector (1,536)."""
 
 
 def _spans() -> dict[str, tuple[int, int]]:
@@ -57,6 +72,11 @@ def _spans() -> dict[str, tuple[int, int]]:
     for i, width in enumerate(_STAGE_DIMS):
         out[f"stage{i}"] = (start, start + width)
         start += width
+    out["head_gem"] = (start, start + _HEAD_DIM)
+    start += _HEAD_DIM
+    for i in _MAX_STAGES:
+        out[f"stage{i}_max"] = (start, start + _STAGE_DIMS[i])
+        start += _STAGE_DIMS[i]
     return out
 
 
@@ -98,8 +118,8 @@ def view_pixels(pixels: torch.Tensor, view: str) -> torch.Tensor:
     return x
 
 
-def feature_spans(names: Sequence[str]) -> list[list[int]]:
-    """Spans for a list of part names (``"head"``, ``"stage0"`` … ``"stage6"``), for a head's ``select``.
+def feature_spans(names: Sequence[str], *, text: bool = False) -> list[list[int]]:
+    """Spans of named parts of the image (or, with ``text``, the text) feature vector, for a head's ``select``.
 
     Raises:
         ValueError: an unknown part name.
@@ -107,23 +127,62 @@ def feature_spans(names: Sequence[str]) -> list[list[int]]:
     Example:
         >>> feature_spans(["head", "stage6"])
         [[0, 1280], [1744, 2064]]
+        >>> feature_spans(["sentence"], text=True)
+        [[0, 384]]
     """
-    unknown = [n for n in names if n not in IMAGE_FEATURE_SPANS]
+    table = TEXT_FEATURE_SPANS if text else IMAGE_FEATURE_SPANS
+    unknown = [n for n in names if n not in table]
     if unknown:
-        raise ValueError(f"unknown image feature part(s) {unknown}; known: {list(IMAGE_FEATURE_SPANS)}")
-    return [list(IMAGE_FEATURE_SPANS[n]) for n in names]
+        kind = "text" if text else "image"
+        raise ValueError(f"unknown {kind} feature part(s) {unknown}; known: {list(table)}")
+    return [list(table[n]) for n in names]
+
+
+def text_tower_features(model: SentenceTransformerModel, texts: Sequence[str]) -> torch.Tensor:
+    """Text features ``(n, 1536)`` (float32, CPU) in the :data:`TEXT_FEATURE_SPANS` layout, from one forward pass.
+
+    The ``sentence`` part equals ``model.encode(texts)`` (all-MiniLM-L6-v2's own sentence embedding).
+    """
+    if not texts:
+        return torch.empty(0, TEXT_FEATURE_DIM)
+    features = model.tokenize(texts)
+    mask = features["attention_mask"]
+    with torch.inference_mode():
+        hidden = model.model(**features, output_hidden_states=True).hidden_states
+    last = hidden[-1].float()
+    parts = [
+        l2_normalize(mean_pool(last, mask)),
+        mean_pool(hidden[4].float(), mask),
+        mean_pool(hidden[5].float(), mask),
+        max_pool(last, mask),
+    ]
+    return torch.cat(parts, dim=1).cpu()
+
+
+def gem_pool(x: torch.Tensor, p: float = GEM_P, eps: float = 1e-6) -> torch.Tensor:
+    """Generalised-mean pooling over the spatial dims of a non-negative ``(n, c, h, w)`` map (Radenović et al.,
+    2018): ``mean(x^p)^(1/p)``; p=1 is average pooling, p→∞ max pooling.
+
+    Example:
+        >>> x = torch.tensor([[[[0.0, 2.0]]]])
+        >>> round(float(gem_pool(x, p=1.0)), 4), round(float(gem_pool(x, p=3.0)), 4)
+        (1.0, 1.5874)
+    """
+    return x.clamp_min(eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
 class _PooledTrunk(nn.Module):
-    """EfficientNet-Lite0 trunk returning the concatenated pooled head and stage features."""
+    """EfficientNet-Lite0 trunk returning the concatenated pooled features (layout: :data:`IMAGE_FEATURE_SPANS`)."""
 
     def __init__(self, net: EfficientNetLite0) -> None:
         super().__init__()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        head, stages = self.net.features_and_stages(x)
-        return torch.cat([head, *stages], dim=1)
+        head, stages = self.net.forward_maps(x)
+        average = [head.mean(dim=(2, 3)), *(s.mean(dim=(2, 3)) for s in stages)]
+        extra = [gem_pool(head), *(stages[i].amax(dim=(2, 3)) for i in _MAX_STAGES)]
+        return torch.cat([*average, *extra], dim=1)
 
 
 class ImageFeatureExtractor:

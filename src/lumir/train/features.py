@@ -28,7 +28,13 @@ from tqdm.auto import tqdm
 
 from lumir.config import atomic_path, atomic_write_text, versions
 from lumir.errors import DataFormatError, ImageLoadError
-from lumir.models.mini import IMAGE_VIEWS, ImageFeatureExtractor
+from lumir.models.mini import (
+    IMAGE_FEATURE_DIM,
+    IMAGE_VIEWS,
+    TEXT_FEATURE_DIM,
+    ImageFeatureExtractor,
+    text_tower_features,
+)
 from lumir.models.text import SentenceTransformerModel
 from lumir.types import Item
 
@@ -86,15 +92,23 @@ def _ids_digest(ids: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
-def _check_reuse(folder: Path, ids: Sequence[str], tower: str, views: Sequence[str]) -> FeatureCache | None:
+def _check_reuse(
+    folder: Path, ids: Sequence[str], tower: str, views: Sequence[str], dim: int | None = None
+) -> FeatureCache | None:
     if not (folder / "manifest.json").is_file():
         return None
     cache = FeatureCache.load(folder)
     m = cache.manifest
-    if m.get("tower") != tower or cache.views != list(views) or m.get("ids_sha256") != _ids_digest(ids):
+    if (
+        m.get("tower") != tower
+        or cache.views != list(views)
+        or m.get("ids_sha256") != _ids_digest(ids)
+        or (dim is not None and cache.dim != dim)
+    ):
         raise DataFormatError(
-            f"existing cache was made for tower {m.get('tower')!r}, views {cache.views}, {len(cache.ids)} items; "
-            f"requested {tower!r}, views {list(views)}, {len(ids)} items. Use another folder or delete this one.",
+            f"existing cache was made for tower {m.get('tower')!r}, views {cache.views}, {len(cache.ids)} items, "
+            f"width {cache.dim}; requested {tower!r}, views {list(views)}, {len(ids)} items, width {dim}. "
+            "Use another folder or delete this one.",
             path=folder / "manifest.json",
         )
     return cache
@@ -183,7 +197,7 @@ def cache_image_features(
     unknown = [v for v in views if v not in IMAGE_VIEWS]
     if unknown or not views or views[0] != "original":
         raise ValueError(f"views must start with 'original' and come from {list(IMAGE_VIEWS)}, got {views}")
-    if (cache := _check_reuse(folder, ids, "efficientnet-lite0", views)) is not None:
+    if (cache := _check_reuse(folder, ids, "efficientnet-lite0", views, IMAGE_FEATURE_DIM)) is not None:
         return cache
     missing = [it.id for it in items if it.image is None]
     if missing:
@@ -220,12 +234,13 @@ def cache_image_features(
 
 
 def text_features(model: SentenceTransformerModel, texts: Sequence[str], *, batch_size: int = 128) -> torch.Tensor:
-    """MiniLM sentence embeddings ``(n, 384)`` in input order, batched longest-first to pad little."""
+    """MiniLM text features ``(n, 1536)`` (:func:`lumir.models.mini.text_tower_features`) in input order, batched
+    longest-first to pad little."""
     order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-    out = torch.zeros(len(texts), model.dim)
+    out = torch.zeros(len(texts), TEXT_FEATURE_DIM)
     for b in range(0, len(order), batch_size):
         idx = order[b : b + batch_size]
-        out[idx] = model.encode([texts[i] for i in idx])
+        out[idx] = text_tower_features(model, [texts[i] for i in idx])
     return out
 
 
@@ -245,7 +260,7 @@ def cache_text_features(
     """
     folder = Path(folder)
     ids = [it.id for it in items]
-    if (cache := _check_reuse(folder, ids, "all-MiniLM-L6-v2", ["original"])) is not None:
+    if (cache := _check_reuse(folder, ids, "all-MiniLM-L6-v2", ["original"], TEXT_FEATURE_DIM)) is not None:
         return cache
     missing = [it.id for it in items if not it.text]
     if missing:
@@ -265,7 +280,7 @@ def cache_text_features(
         ids,
         tower="all-MiniLM-L6-v2",
         views=["original"],
-        dim=st.dim,
+        dim=TEXT_FEATURE_DIM,
         encode=encode,
         shard_size=shard_size,
         unit="caption",

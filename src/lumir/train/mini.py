@@ -53,9 +53,7 @@ class MiniTrainResult:
 def _head(in_dim: int, dim: int, cfg: Mapping[str, Any], *, image: bool) -> ProjectionHead:
     cfg = dict(cfg)
     parts = cfg.pop("parts", None)
-    if parts is not None and not image:
-        raise ValueError("text_head takes no 'parts' (the text feature is one vector)")
-    select = feature_spans(parts) if parts else None
+    select = feature_spans(parts, text=not image) if parts else None
     known = {"kind", "hidden", "input_dropout", "dropout"}
     unknown = sorted(set(cfg) - known)
     if unknown:
@@ -183,9 +181,10 @@ def train_mini(
             "final_loss": summary.final_loss,
             "temperature": summary.temperature,
         },
-        "features": {
-            "images_per_second": image_cache.manifest["throughput"],
-            "captions_per_second": text_cache.manifest["throughput"],
+        "feature_extraction": {
+            "image_views": image_cache.views,
+            "images": image_cache.manifest["throughput"],
+            "captions": text_cache.manifest["throughput"],
         },
     }
     model_dir = heads.save(out / "model")
