@@ -17,6 +17,7 @@ from lumir.models.mini import (
     IMAGE_FEATURE_DIM,
     IMAGE_FEATURE_SPANS,
     TEXT_FEATURE_DIM,
+    TEXT_FEATURE_SPANS,
     ImageFeatureExtractor,
     MiniHeads,
     feature_spans,
@@ -34,10 +35,15 @@ def _heads() -> MiniHeads:
 
 def test_feature_layout_covers_the_vector_once() -> None:
     spans = sorted(IMAGE_FEATURE_SPANS.values())
-    assert spans[0][0] == 0 and spans[-1][1] == IMAGE_FEATURE_DIM == 2064
+    assert spans[0][0] == 0 and spans[-1][1] == IMAGE_FEATURE_DIM == 3856
     assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     with pytest.raises(ValueError, match="unknown image feature part"):
         feature_spans(["stage7"])
+    text_spans = sorted(TEXT_FEATURE_SPANS.values())
+    assert text_spans[0][0] == 0 and text_spans[-1][1] == TEXT_FEATURE_DIM == 1536
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(text_spans))
+    with pytest.raises(ValueError, match="unknown text feature part"):
+        feature_spans(["layer9"], text=True)
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:

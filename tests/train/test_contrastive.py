@@ -163,7 +163,7 @@ def test_hard_negatives_enter_the_loss(tmp_path: Path) -> None:
     batch, g = torch.arange(8), torch.Generator().manual_seed(0)
     plain = ContrastiveTrainer(q, c, data, _config(view_sampling="first"), tmp_path).compute_loss(batch, g)
     hard_loss = ContrastiveTrainer(q, c, with_hard, _config(view_sampling="first"), tmp_path).compute_loss(batch, g)
-    assert float(hard_loss) > float(plain)  # one more negative per query can only raise the loss
+    assert float(hard_loss.detach()) > float(plain.detach())  # one more negative per query can only raise the loss
     ContrastiveTrainer(q, c, with_hard, _config(epochs=1), tmp_path / "h").train(show_progress=False)
 
 

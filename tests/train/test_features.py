@@ -56,11 +56,11 @@ def test_interrupted_extraction_resumes_from_finished_shards(tiny_flickr8k: Path
     calls: list[int] = []
     real = extractor.from_pixels
 
-    def failing(pixels: torch.Tensor, *, mirror: bool = False) -> torch.Tensor:
+    def failing(pixels: torch.Tensor, *, view: str = "original") -> torch.Tensor:
         calls.append(pixels.shape[0])
         if len(calls) > 4:  # dies while encoding the third shard
             raise KeyboardInterrupt
-        return real(pixels, mirror=mirror)
+        return real(pixels, view=view)
 
     extractor.from_pixels = failing  # type: ignore[method-assign]
     try:
@@ -72,9 +72,9 @@ def test_interrupted_extraction_resumes_from_finished_shards(tiny_flickr8k: Path
     assert not (tmp_path / "img").exists()  # nothing published until complete
     counted: list[int] = []
 
-    def counting(pixels: torch.Tensor, *, mirror: bool = False) -> torch.Tensor:
+    def counting(pixels: torch.Tensor, *, view: str = "original") -> torch.Tensor:
         counted.append(pixels.shape[0])
-        return real(pixels, mirror=mirror)
+        return real(pixels, view=view)
 
     extractor.from_pixels = counting  # type: ignore[method-assign]
     try:

@@ -30,6 +30,6 @@ def test_matches_brute_force_reference() -> None:
     got = image_text_recall(img, txt, torch.tensor(owner))
     for k in (1, 5, 10):
         t2i, i2t = _reference(img, txt, owner, k)
-        assert abs(got[f"t2i_R@{k}"] - t2i) < 1e-6 and abs(got[f"i2t_R@{k}"] - i2t) < 1e-6
+        assert abs(got[f"t2i_R@{k}"] - t2i) < 0.006 and abs(got[f"i2t_R@{k}"] - i2t) < 0.006  # rounded to 0.01
     assert 0 < got["t2i_R@1"] < got["i2t_R@1"] < 100  # the "any of 5 captions" rule makes i2t easier
-    assert abs(got["rsum"] - sum(v for key, v in got.items() if key != "rsum")) < 1e-6
+    assert abs(got["rsum"] - sum(v for key, v in got.items() if key != "rsum")) < 0.006
