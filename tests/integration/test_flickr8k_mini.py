@@ -36,6 +36,7 @@ def _scores(result: dict) -> dict[str, float]:  # type: ignore[type-arg]
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.timeout(1200)
 def test_shipped_mini_meets_the_flickr8k_targets(data_root: Path) -> None:
     result = evaluate(load_tasks("flickr8k", data=data_root), embedder=load_embedder("mini"), k=10)
     outcomes = check_result(result, load_benchmark(REPO / "benchmarks" / "flickr8k_mini.yaml"))
@@ -47,6 +48,7 @@ def test_shipped_mini_meets_the_flickr8k_targets(data_root: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.realdata
+@pytest.mark.timeout(2400)
 def test_retraining_from_the_recipe_reproduces_the_shipped_scores(data_root: Path, tmp_path: Path) -> None:
     overrides = [f"features.cache_dir={tmp_path / 'features'}", f"output_dir={tmp_path / 'run'}"]
     trained = run_recipe(REPO / "recipes" / "mini" / "flickr8k.yaml", overrides, data=data_root, show_progress=False)
