@@ -83,3 +83,15 @@ def test_index_and_search_from_the_cli(photo_dir: Path, tmp_path: Path) -> None:
     lines = [json.loads(x[x.index('{"query"') :]) for x in found.output.splitlines() if '{"query"' in x]
     assert len(lines) == 1 and len(lines[0]["hits"]) == 2
     assert Path(lines[0]["hits"][0]["id"]).stem == "cat"
+
+
+@pytest.mark.gpu
+def test_cuda_embeddings_match_cpu(mini: MiniEmbedder, photo_dir: Path) -> None:
+    gpu = MiniEmbedder(device="cuda")
+    items = [
+        *_photos(photo_dir),
+        Item("t", text="a cat"),
+        Item("c", text="at night", image=_photos(photo_dir)[3].image),
+    ]
+    for role in ("candidate", "query"):
+        torch.testing.assert_close(gpu.embed(items, role=role), mini.embed(items, role=role), rtol=1e-3, atol=1e-3)
