@@ -213,7 +213,8 @@ class ImageFeatureExtractor:
         self.dim = IMAGE_FEATURE_DIM
 
     batch_size = 8
-    """Fastest batch on 2 CPU cores (about 125 images/s traced; larger batches are slower)."""
+    """Image batch size on CPU. Measured on 2 cores (benchmarks/mini_speed.md): traced, 77 images/s at batch 8 and
+    98 at batch 1, 45 at batch 32; kept at 8, the batch the shipped heads' training features were computed with."""
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Preprocess PIL images to the ``(n, 3, 224, 224)`` [-1, 1] batch the network reads."""
