@@ -75,6 +75,11 @@ def test_recipe_errors(tiny_flickr8k: Path, tmp_path: Path) -> None:
         run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["train.epoch=1"]), data=tiny_flickr8k)
     with pytest.raises(ValueError, match="unknown head option"):
         run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["model.text_head.depth=2"]), data=tiny_flickr8k)
+    with pytest.raises(ValueError, match=r"unknown 'features' recipe key\(s\) \['view'\]"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["features.view=[original]"]), data=tiny_flickr8k)
+    with pytest.raises(ValueError, match="data.holdout must be in"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), ["data.holdout=6"]), data=tiny_flickr8k)
+    assert not (tmp_path / "features").exists()  # every check above fails before any feature is computed
     with pytest.raises(FileNotFoundError, match="--data"):
         run_recipe(_tiny_recipe(tmp_path), data=tmp_path / "nowhere")
     bad = tmp_path / "bad.yaml"

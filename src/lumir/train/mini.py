@@ -111,6 +111,22 @@ def _embed(
         return img, F.normalize(heads.text_head(texts), dim=-1)
 
 
+_KEYS = {
+    "recipe": {"kind", "data", "features", "model", "train", "output_dir", "source", "name", "description"},
+    "data": {"dataset", "root", "split", "holdout"},
+    "features": {"cache_dir", "views", "mirror"},
+}
+
+
+def _check_keys(recipe: Mapping[str, Any], data_cfg: Mapping[str, Any], feat_cfg: Mapping[str, Any]) -> None:
+    """Unknown recipe keys are an error naming the block (a typo must not silently fall back to a default)."""
+    for block, values in (("recipe", recipe), ("data", data_cfg), ("features", feat_cfg)):
+        unknown = sorted(set(values) - _KEYS[block])
+        if unknown:
+            where = "top-level" if block == "recipe" else f"'{block}'"
+            raise ValueError(f"unknown {where} recipe key(s) {unknown}; accepted: {sorted(_KEYS[block])}")
+
+
 def train_mini(
     recipe: Mapping[str, Any],
     *,
@@ -137,8 +153,13 @@ def train_mini(
     cache_dir = Path(feat_cfg.get("cache_dir", "runs/mini/features"))
     out = Path(output_dir or recipe.get("output_dir", "runs/mini/flickr8k"))
     config = ContrastiveConfig.from_dict(recipe.get("train", {}))
+    _check_keys(recipe, data_cfg, feat_cfg)
+    with torch.random.fork_rng():  # fail on bad head options now, not after minutes of feature extraction
+        build_mini_heads(recipe.get("model", {}))
 
     images, captions = load_flickr8k(root, split)
+    if not 0 <= holdout < len(images) // 2:
+        raise ValueError(f"data.holdout must be in [0, {len(images) // 2}), got {holdout}")
     views = list(feat_cfg.get("views") or (["original", "mirror"] if feat_cfg.get("mirror", True) else ["original"]))
     image_cache = cache_image_features(images, cache_dir / f"flickr8k-{split}-images-{'+'.join(views)}", views=views)
     text_cache = cache_text_features(captions, cache_dir / f"flickr8k-{split}-captions")
@@ -148,8 +169,6 @@ def train_mini(
     txt_feats = torch.from_numpy(np.array(text_cache.features[:, 0]))
 
     n_train = len(images) - holdout
-    if not 0 <= holdout < len(images) // 2:
-        raise ValueError(f"data.holdout must be in [0, {len(images) // 2}), got {holdout}")
     in_train = positives < n_train
     train_data = ContrastiveData(txt_feats[in_train], img_feats[:n_train], positives[in_train])
 
