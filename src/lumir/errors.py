@@ -42,3 +42,24 @@ class IncompatibleIndexError(LumirError, ValueError):
 
 class ModelNotFoundError(LumirError, OSError):
     """A model could not be found locally (lumir never downloads at run time)."""
+
+
+class ChatModelError(LumirError, RuntimeError):
+    """A language model call failed; the message says which model and why."""
+
+
+class ChatEndpointError(ChatModelError):
+    """An HTTP model server could not be reached or kept failing; the message names the endpoint."""
+
+    def __init__(self, message: str, *, endpoint: str) -> None:
+        super().__init__(f"{endpoint}: {message}")
+        self.endpoint = endpoint
+
+
+class PromptTooLongError(ChatModelError, ValueError):
+    """A rendered prompt does not fit the model's context window."""
+
+    def __init__(self, message: str, *, tokens: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.tokens = tokens
+        self.limit = limit

@@ -30,6 +30,66 @@ InstructionsOpt = Annotated[
 ]
 
 
+RerankOpt = Annotated[
+    str | None,
+    typer.Option("--rerank", help="LLM reranker: true-false (MM-Embed), yes-no (LamRA pointwise), listwise (LamRA)."),
+]
+LlmOpt = Annotated[
+    str,
+    typer.Option(
+        "--llm", help="Chat model: smollm2, qwen-coder, NAME@transformers, gguf:PATH, hf:PATH, openai:URL#MODEL."
+    ),
+]
+RerankKOpt = Annotated[int | None, typer.Option("--rerank-k", help="Candidates reranked per query (papers: 50/10/5).")]
+AlphaOpt = Annotated[
+    float | None, typer.Option("--alpha", help="Fusion weight of the first-stage score: S = a*S_ret + (1-a)*S_rank.")
+]
+FusionNormOpt = Annotated[str, typer.Option("--fusion-norm", help="Score normalisation before fusing: none|minmax.")]
+WindowOpt = Annotated[int, typer.Option("--window", help="Listwise: candidates per prompt (2-9).")]
+ListwiseModeOpt = Annotated[
+    str, typer.Option("--listwise-mode", help="Listwise: logits (position softmax) or generate.")
+]
+ImageModeOpt = Annotated[
+    str, typer.Option("--image-mode", help="native (images to a vision-language model) or caption (caption-proxy).")
+]
+LlmCacheOpt = Annotated[
+    Path | None, typer.Option("--llm-cache", help="SQLite cache of LLM calls (default $LUMIR_HOME/llm-cache.sqlite).")
+]
+NoLlmCacheOpt = Annotated[bool, typer.Option("--no-llm-cache", help="Do not read or write the LLM cache.")]
+
+
+def _reranker(
+    rerank: str | None,
+    llm: str,
+    rerank_k: int | None,
+    alpha: float | None,
+    fusion_norm: str,
+    window: int,
+    listwise_mode: str,
+    image_mode: str,
+    llm_cache: Path | None,
+    no_llm_cache: bool,
+) -> Any:
+    """The reranker the common CLI options describe (None without --rerank)."""
+    if rerank is None:
+        return None
+    from lumir.rerank.registry import _ALIASES, build_reranker
+
+    options: dict[str, Any] = {"image_mode": image_mode}
+    if _ALIASES.get(rerank.lower()) == "listwise":
+        options.update(window=window, mode=listwise_mode)
+    return build_reranker(
+        rerank,
+        llm=llm,
+        cache=llm_cache,
+        use_cache=not no_llm_cache,
+        k=rerank_k,
+        alpha=alpha,
+        normalize=fusion_norm,
+        **options,
+    )
+
+
 def _embedder_options(device: str | None, instructions: str | None) -> dict[str, Any]:
     """Keyword overrides for ``load_embedder`` from the common CLI options."""
     out: dict[str, Any] = {}
@@ -104,22 +164,40 @@ def search(
     instruction: Annotated[str | None, typer.Option(help="Task instruction prepended to the query.")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write an HTML gallery of the results.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON lines.")] = False,
+    rerank: RerankOpt = None,
+    llm: LlmOpt = "smollm2",
+    rerank_k: RerankKOpt = None,
+    alpha: AlphaOpt = None,
+    fusion_norm: FusionNormOpt = "none",
+    window: WindowOpt = 5,
+    listwise_mode: ListwiseModeOpt = "logits",
+    image_mode: ImageModeOpt = "native",
+    llm_cache: LlmCacheOpt = None,
+    no_llm_cache: NoLlmCacheOpt = False,
 ) -> None:
-    """Search an index with text, image, or composed image+text queries."""
+    """Search an index with text, image, or composed image+text queries; optionally rerank with an LLM."""
     from lumir.cli.run import build_queries, print_rankings
     from lumir.index import open_index
+    from lumir.pipeline import Pipeline
     from lumir.retrieve import DenseRetriever
 
     try:
         store = open_index(index_dir)
         qs = build_queries(text or [], image, queries, instruction)
         retriever = DenseRetriever.from_store(store, candidate_modality=modality)
-        rankings = retriever.retrieve(qs, k)
+        reranker = _reranker(
+            rerank, llm, rerank_k, alpha, fusion_norm, window, listwise_mode, image_mode, llm_cache, no_llm_cache
+        )
+        out = Pipeline(retriever, reranker=reranker, corpus=store.corpus, k=k, rerank_k=rerank_k).run(qs, k)
+        rankings = out.final
+        if reranker is not None:
+            timing = ", ".join(f"{name} {1000 * sec:.0f} ms" for name, sec in out.seconds.items())
+            typer.echo(f"stages: {timing}", err=True)
         if html is not None:
             from lumir.eval.gallery import write_gallery
 
             write_gallery(html, qs, rankings, store.corpus, title=f"lumir search · {index_dir}")
-    except (LumirError, OSError, ValueError, ImportError) as err:
+    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
         _fail(err)
     print_rankings(qs, rankings, store.corpus, as_json=as_json)
     if html is not None:
@@ -143,11 +221,21 @@ def eval_(
     run_dir: Annotated[Path | None, typer.Option(help="Write TREC run files here.")] = None,
     check: Annotated[Path | None, typer.Option(help="Benchmark YAML to check the result against.")] = None,
     instructions: InstructionsOpt = "auto",
+    rerank: RerankOpt = None,
+    llm: LlmOpt = "smollm2",
+    rerank_k: RerankKOpt = None,
+    alpha: AlphaOpt = None,
+    fusion_norm: FusionNormOpt = "none",
+    window: WindowOpt = 5,
+    listwise_mode: ListwiseModeOpt = "logits",
+    image_mode: ImageModeOpt = "native",
+    llm_cache: LlmCacheOpt = None,
+    no_llm_cache: NoLlmCacheOpt = False,
 ) -> None:
-    """Evaluate an embedder on retrieval tasks; print a table; optionally check against a benchmark."""
+    """Evaluate an embedder (and an optional LLM reranker) on retrieval tasks; print first-stage vs reranked."""
     from lumir.embed import load_embedder
     from lumir.eval.evaluator import evaluate
-    from lumir.eval.report import check_result, format_check, load_benchmark, markdown_table
+    from lumir.eval.report import check_result, format_check, load_benchmark, markdown_table, stage_summary
     from lumir.eval.tasks import load_tasks
 
     try:
@@ -155,10 +243,17 @@ def eval_(
         if instructions == "auto":  # M-BEIR tasks carry their instruction table
             instructions = next((t.meta["instructions_path"] for t in loaded if "instructions_path" in t.meta), None)
         emb = load_embedder(embedder, **_embedder_options(device, instructions))
+        reranker = _reranker(
+            rerank, llm, rerank_k, alpha, fusion_norm, window, listwise_mode, image_mode, llm_cache, no_llm_cache
+        )
         config: dict[str, Any] = {"tasks": tasks, "command": " ".join(["lumir", *sys.argv[1:]])}
+        if reranker is not None:
+            config["reranker"] = reranker.spec() if hasattr(reranker, "spec") else rerank
         result = evaluate(
             loaded,
             embedder=emb,
+            reranker=reranker,
+            rerank_k=rerank_k,
             k=k,
             metrics=metrics.split(",") if metrics else None,
             batch_size=batch_size,
@@ -169,9 +264,9 @@ def eval_(
             run_dir=run_dir,
             config=config,
         )
-        table = markdown_table(result)
+        table = markdown_table(result) + "\n\n" + stage_summary(result)
         outcomes = check_result(result, load_benchmark(check)) if check is not None else None
-    except (LumirError, OSError, ValueError, ImportError) as err:
+    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
         _fail(err)
     for name, stages in result.get("summary", {}).items():
         typer.echo("  ".join(f"Rsum {name} {stage}: {100 * value:.1f}" for stage, value in stages.items()))

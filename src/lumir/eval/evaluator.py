@@ -89,7 +89,15 @@ def evaluate_task(
         scores = compute_metrics(
             rankings, qrels, names, candidate_modalities=cand_modalities, desired_modality=desired
         )
-        stages[stage] = {"metrics": scores, "seconds": round(out.seconds.get(stage, 0.0), 4)}
+        seconds = out.seconds.get(stage, 0.0)
+        stages[stage] = {
+            "metrics": scores,
+            "seconds": round(seconds, 4),
+            "ms_per_query": round(1000 * seconds / max(1, len(task.queries)), 3),
+        }
+        if "rerank" in rankings.meta:  # the reranker's counters: prompts, parse failures, truncations, ...
+            stages[stage]["rerank"] = dict(rankings.meta["rerank"])
+            stages[stage]["reranker"] = rankings.meta.get("reranker")
         if run_dir is not None:
             write_run(Path(run_dir) / f"{_slug(task.name)}.{stage}.trec", rankings, run_name=f"lumir-{stage}")
     entry: dict[str, Any] = {

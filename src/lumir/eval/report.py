@@ -49,6 +49,7 @@ __all__ = [
     "load_benchmark",
     "load_result",
     "markdown_table",
+    "stage_summary",
 ]
 
 RESULT_FORMAT = "lumir-eval"
@@ -195,6 +196,29 @@ def markdown_table(result: Mapping[str, Any]) -> str:
             cells.append(cell)
         cells.append(_seconds(body))
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def stage_summary(result: Mapping[str, Any]) -> str:
+    """One line per task and stage: latency per query and, for reranked stages, the reranker's counters.
+
+    Example:
+        >>> r = {"format": "lumir-eval", "format_version": 1, "tasks": {"t": {"stages": {
+        ...     "first_stage": {"metrics": {}, "seconds": 0.1, "ms_per_query": 1.0},
+        ...     "reranked": {"metrics": {}, "seconds": 2.0, "ms_per_query": 20.0,
+        ...                  "rerank": {"candidates": 40, "prompts": 40, "parse_failures": 0}}}}}}
+        >>> print(stage_summary(r))
+        - t / first_stage: 1.0 ms/query
+        - t / reranked: 20.0 ms/query; candidates 40, prompts 40, parse_failures 0
+    """
+    lines = []
+    for task_name, stage_name, body, _ in _rows(result):
+        ms = body.get("ms_per_query")
+        line = f"- {task_name} / {stage_name}: " + (f"{ms:.1f} ms/query" if isinstance(ms, (int, float)) else "-")
+        counters = body.get("rerank")
+        if isinstance(counters, Mapping):
+            line += "; " + ", ".join(f"{k} {v}" for k, v in counters.items() if v not in (None, {}))
+        lines.append(line)
     return "\n".join(lines)
 
 

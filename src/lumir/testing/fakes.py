@@ -3,21 +3,23 @@
 - :class:`HashEmbedder` gives deterministic pseudo-random unit vectors from the content of an item.
 - :class:`ColorEmbedder` maps images to their mean RGB and colour words to the same space, so a corpus of
   solid-colour images captioned "red", "blue", ... has known correct retrieval (Recall@1 == 1.0).
+- :class:`ScriptedChatModel` is a ChatModel with canned replies and scores (or a scoring function), counting
+  its calls, so LLM stages can be tested with known answers.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from lumir.errors import ModalityError
+from lumir.errors import ModalityError, PromptTooLongError
 from lumir.types import Item, Modality, Role
 
-__all__ = ["COLORS", "ColorEmbedder", "HashEmbedder"]
+__all__ = ["COLORS", "ColorEmbedder", "HashEmbedder", "ScriptedChatModel"]
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -118,3 +120,91 @@ class ColorEmbedder:
     def spec(self) -> dict[str, Any]:
         """Rebuild spec."""
         return {"type": "color"}
+
+
+def _prompt_text(conversation: Sequence[Mapping[str, Any]]) -> str:
+    """All text of a conversation, images as ``<image>``, messages joined by newlines."""
+    out = []
+    for msg in conversation:
+        content = msg["content"]
+        if isinstance(content, str):
+            out.append(content)
+            continue
+        out.append("".join(p["text"] if p.get("type") == "text" else "<image>" for p in content))
+    return "\n".join(out)
+
+
+class ScriptedChatModel:
+    """A ChatModel with known behaviour: canned replies, canned or computed token scores, call counters.
+
+    Args:
+        replies: prompt text (all messages' text joined by newlines, images as ``<image>``) -> generation.
+        default_reply: generation for any other prompt.
+        score_fn: ``(prompt_text, tokens) -> list of log-probabilities``; without it every candidate token gets
+            ``log(1/len(tokens))``.
+        supports_images: whether image parts are accepted (else they raise ModalityError).
+
+    Example:
+        >>> m = ScriptedChatModel(score_fn=lambda text, toks: [0.0 if t in text else -5.0 for t in toks])
+        >>> m.token_logprobs([[{"role": "user", "content": "say True"}]], ["False", "True"]).tolist()
+        [[-5.0, 0.0]]
+    """
+
+    backend = "scripted"
+
+    def __init__(
+        self,
+        replies: Mapping[str, str] | None = None,
+        *,
+        default_reply: str = "",
+        score_fn: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
+        supports_images: bool = True,
+        context_length: int | None = None,
+    ) -> None:
+        self.replies = dict(replies or {})
+        self.default_reply = default_reply
+        self.score_fn = score_fn
+        self.supports_images = supports_images
+        self.context_length = context_length
+        self.fingerprint = hashlib.sha256(repr(sorted(self.replies.items())).encode()).hexdigest()[:16]
+        self.calls = 0
+        self.prompts: list[str] = []
+
+    def _texts(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[str]:
+        texts = [_prompt_text(c) for c in conversations]
+        if not self.supports_images and any("<image>" in t for t in texts):
+            raise ModalityError("ScriptedChatModel(supports_images=False) was given an image")
+        if self.context_length is not None:
+            for t in texts:
+                if len(t.split()) > self.context_length:
+                    raise PromptTooLongError(
+                        f"prompt of {len(t.split())} words exceeds {self.context_length}",
+                        tokens=len(t.split()),
+                        limit=self.context_length,
+                    )
+        self.calls += 1
+        self.prompts.extend(texts)
+        return texts
+
+    def render(self, conversation: Sequence[Mapping[str, Any]]) -> str:
+        """The prompt text the replies and scores are keyed by."""
+        return _prompt_text(conversation)
+
+    def generate(self, conversations: Sequence[Sequence[Mapping[str, Any]]], **gen: Any) -> list[str]:
+        """Canned replies."""
+        return [self.replies.get(t, self.default_reply) for t in self._texts(conversations)]
+
+    def token_logprobs(
+        self, conversations: Sequence[Sequence[Mapping[str, Any]]], tokens: Sequence[str]
+    ) -> torch.Tensor:
+        """Scores from ``score_fn`` (or uniform)."""
+        texts = self._texts(conversations)
+        if self.score_fn is None:
+            rows = [[float(np.log(1.0 / len(tokens)))] * len(tokens) for _ in texts]
+        else:
+            rows = [[float(x) for x in self.score_fn(t, tokens)] for t in texts]
+        return torch.tensor(rows, dtype=torch.float32).reshape(len(texts), len(tokens))
+
+    def spec(self) -> dict[str, Any]:
+        """A description (scripted models are rebuilt in code, not from specs)."""
+        return {"backend": "scripted", "fingerprint": self.fingerprint}

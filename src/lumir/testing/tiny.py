@@ -1,9 +1,14 @@
-"""Tiny real ``transformers`` dual encoders built offline from configs with seeded random weights.
+"""Tiny real ``transformers`` models built offline from configs with seeded random weights.
 
 These are the tier-2 test models of the architecture doc (§4.2): real ``CLIPModel``/``SiglipModel`` code paths,
-about 40k parameters, built in milliseconds with no download. The tokenizer is a ``tokenizers`` WordLevel model
-over a small vocabulary with a whitespace pre-tokenizer, wrapped in ``PreTrainedTokenizerFast`` with the special
-tokens the models pool on (CLIP pools at the first ``eos``; SigLIP at the last position of a max-length pad).
+about 40k parameters, built in milliseconds with no download. The dual encoders' tokenizer is a ``tokenizers``
+WordLevel model over a small vocabulary with a whitespace pre-tokenizer, wrapped in ``PreTrainedTokenizerFast``
+with the special tokens the models pool on (CLIP pools at the first ``eos``; SigLIP at the last position of a
+max-length pad).
+
+Tiny chat models for the LLM stages: a Llama causal LM (:func:`build_tiny_lm`) and a LLaVA vision-language model
+with a Qwen2 backbone (:func:`build_tiny_llava`), sharing a ChatML-templated WordLevel tokenizer
+(:func:`tiny_chat_tokenizer`).
 
 Recipe: hidden 32, 2 layers, 4 heads, image 30, patch 6; CLIP projects to 16, SigLIP's embedding is its hidden
 size (32). Image processors are the PIL backends, so no torchvision is needed.
@@ -22,15 +27,31 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from transformers import CLIPModel, CLIPProcessor, PreTrainedTokenizerFast, SiglipModel, SiglipProcessor
+    from transformers import (
+        CLIPModel,
+        CLIPProcessor,
+        LlamaForCausalLM,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+        PreTrainedTokenizerFast,
+        SiglipModel,
+        SiglipProcessor,
+    )
 
 __all__ = [
+    "TINY_CHAT_TEMPLATE",
+    "TINY_CHAT_VOCAB",
     "TINY_IMAGE_SIZE",
     "TINY_VOCAB",
     "build_tiny_clip",
+    "build_tiny_llava",
+    "build_tiny_lm",
     "build_tiny_siglip",
     "save_tiny_clip",
+    "save_tiny_llava",
+    "save_tiny_lm",
     "save_tiny_siglip",
+    "tiny_chat_tokenizer",
     "tiny_tokenizer",
 ]
 
@@ -141,6 +162,144 @@ def save_tiny_siglip(path: str | Path, seed: int = 0) -> Path:
     """Write :func:`build_tiny_siglip` to a local folder loadable by ``load_embedder("clip:" + path)``."""
     path = Path(path)
     model, processor = build_tiny_siglip(seed)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+_CHAT_SPECIALS = ("<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "<image>")
+TINY_CHAT_VOCAB: tuple[str, ...] = (
+    *_CHAT_SPECIALS,
+    "system", "user", "assistant", "\n",
+    "True", "False", "YES", "NO", "Yes", "No", "Ans", "(", ")", "[", "]", ":", "?", ".", ",", "-", ">",
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9",
+    "a", "the", "is", "of", "and", "or", "this", "query", "image", "photo", "picture", "caption", "document",
+    "candidate", "relevant", "answer", "rank", "red", "green", "blue", "yellow", "dog", "cat", "square", "circle",
+)  # fmt: skip
+"""The tiny chat tokenizer's vocabulary (case-sensitive; special tokens first; anything else maps to ``<unk>``)."""
+
+TINY_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{%- if message['content'] is string -%}{{ message['content'] }}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- else -%}{{ '<image>' }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<|im_end|>\\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
+)
+"""ChatML-like jinja template: ``<|im_start|>role\\n…<|im_end|>\\n`` per message, image parts as ``<image>``."""
+
+_CHAT_IDS = {w: i for i, w in enumerate(TINY_CHAT_VOCAB)}
+_LM: dict[str, Any] = {
+    "vocab_size": len(TINY_CHAT_VOCAB),
+    "hidden_size": 16,
+    "intermediate_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+    "initializer_range": 0.5,  # peaked enough that greedy output varies
+    "pad_token_id": _CHAT_IDS["<pad>"],
+    "bos_token_id": _CHAT_IDS["<|im_start|>"],
+    "eos_token_id": _CHAT_IDS["<|im_end|>"],
+}
+_LLAVA_IMAGE_SIZE, _LLAVA_PATCH = 28, 14
+
+
+def tiny_chat_tokenizer() -> PreTrainedTokenizerFast:
+    """A fast WordLevel tokenizer over :data:`TINY_CHAT_VOCAB` with the ChatML :data:`TINY_CHAT_TEMPLATE`.
+
+    It splits words, single digits, single punctuation marks and newlines (``"(12)\\n"`` is ``( 1 2 ) \\n``),
+    adds no special tokens of its own (the template does), pads on the left and ends turns with ``<|im_end|>``.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab=dict(_CHAT_IDS), unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"\d|[^\W\d]+|[^\w\s]|\n"), behavior="removed", invert=True)
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _CHAT_SPECIALS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        chat_template=TINY_CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=_LM["max_position_embeddings"],
+    )
+
+
+def build_tiny_lm(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A seeded random-weight ``LlamaForCausalLM`` (hidden 16, 2 layers, context 512) and its chat tokenizer.
+
+    Llama rather than Qwen2: transformers 5's ``AutoTokenizer`` forces ``Qwen2Tokenizer`` (a BPE rebuilt from the
+    vocabulary) on every ``qwen2`` folder, which would drop the WordLevel tokenizer on reload. The global torch
+    RNG is left untouched.
+
+    Example:
+        >>> model, tokenizer = build_tiny_lm()
+        >>> tokenizer.apply_chat_template([{"role": "user", "content": "Is this red?"}], tokenize=False,
+        ...                               add_generation_prompt=True)
+        '<|im_start|>user\\nIs this red?<|im_end|>\\n<|im_start|>assistant\\n'
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**_LM, tie_word_embeddings=True)).eval()
+    return model, tiny_chat_tokenizer()
+
+
+def build_tiny_llava(seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+    """A seeded random-weight ``LlavaForConditionalGeneration`` (CLIP vision tower, Qwen2 text) and its processor.
+
+    Images are resized and cropped to 28 pixels, i.e. 2x2 patches of 14: each ``<image>`` expands to 4 image
+    tokens. The processor's image processor is the PIL backend (no torchvision). The global RNG is left untouched.
+    """
+    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor, Qwen2Config
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vision = CLIPVisionConfig(
+        image_size=_LLAVA_IMAGE_SIZE,
+        patch_size=_LLAVA_PATCH,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+    )
+    config = LlavaConfig(vision_config=vision, text_config=Qwen2Config(**_LM), image_token_index=_CHAT_IDS["<image>"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaForConditionalGeneration(config).eval()
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": _LLAVA_IMAGE_SIZE}, crop_size={"height": _LLAVA_IMAGE_SIZE, "width": _LLAVA_IMAGE_SIZE}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tiny_chat_tokenizer(),
+        chat_template=TINY_CHAT_TEMPLATE,
+        patch_size=_LLAVA_PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+    )
+    return model, processor
+
+
+def save_tiny_lm(path: str | Path, seed: int = 0) -> Path:
+    """Write :func:`build_tiny_lm` to a local folder loadable by ``load_chat_model("hf:" + path)``."""
+    path = Path(path)
+    model, tokenizer = build_tiny_lm(seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def save_tiny_llava(path: str | Path, seed: int = 0) -> Path:
+    """Write :func:`build_tiny_llava` to a local folder loadable by ``load_chat_model("hf:" + path)``."""
+    path = Path(path)
+    model, processor = build_tiny_llava(seed)
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
