@@ -37,6 +37,7 @@ __all__ = [
     "conversation_key",
     "conversation_text",
     "first_token_ids",
+    "image_digest",
     "image_part",
     "normalize_conversation",
     "text_part",
@@ -175,7 +176,7 @@ def conversation_text(conversation: Conversation, *, image_token: str | None = N
     return out
 
 
-def _image_digest(ref: ImageRef) -> str:
+def image_digest(ref: ImageRef) -> str:
     """sha256 of an image's pixels (decoded, RGB), so a path and its bytes hash alike."""
     img = ref.load()
     h = hashlib.sha256(f"{img.size[0]}x{img.size[1]}".encode())
@@ -190,7 +191,7 @@ def conversation_key(conversation: Conversation) -> str:
         parts = [
             {"type": "text", "text": p["text"]}
             if p["type"] == "text"
-            else {"type": "image", "sha256": _image_digest(p["image"])}
+            else {"type": "image", "sha256": image_digest(p["image"])}
             for p in m["content"]
         ]
         canon.append({"role": m["role"], "content": parts})

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from lumir.config import lumir_version
-from lumir.models.chat.base import GenerationConfig, conversation_key
+from lumir.models.chat.base import GenerationConfig, conversation_images, conversation_key, image_digest
 from lumir.protocols import ChatModel, Conversation
 
 __all__ = ["CACHE_FORMAT", "CachedChatModel", "ChatCache", "cache_key"]
@@ -169,8 +169,16 @@ class CachedChatModel:
         return dict(spec()) if callable(spec) else {"backend": self.backend}
 
     def render(self, conversation: Conversation) -> str:
+        """The key's prompt: the model's rendered prompt plus the pixel hash of every image it holds.
+
+        A chat template renders an image as a placeholder (``<image>``), so the images must join the key.
+        """
         render = getattr(self.model, "render", None)
-        return str(render(conversation)) if callable(render) else conversation_key(conversation)
+        if not callable(render):
+            return conversation_key(conversation)
+        images = conversation_images(conversation)
+        text = str(render(conversation))
+        return text if not images else text + "\n#images:" + ",".join(image_digest(im) for im in images)
 
     def _run(self, op: str, params: Any, conversations: Sequence[Conversation], call: Any) -> list[Any]:
         prompts = [self.render(c) for c in conversations]
