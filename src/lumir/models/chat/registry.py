@@ -37,6 +37,7 @@ from lumir.errors import ModelNotFoundError
 __all__ = [
     "OFFLINE_LLMS",
     "OfflineLLM",
+    "assemble_gguf",
     "gguf_path",
     "load_chat_model",
     "lumir_home",
@@ -136,7 +137,11 @@ def gguf_path(name: str, *, cache_dir: str | Path | None = None) -> Path:
         ModelNotFoundError: a package is not installed.
         ValueError: the assembled file's sha256 differs from the pinned digest (the file is not kept).
     """
-    entry = offline_llm(name)
+    return assemble_gguf(offline_llm(name), cache_dir=cache_dir)
+
+
+def assemble_gguf(entry: OfflineLLM, *, cache_dir: str | Path | None = None) -> Path:
+    """:func:`gguf_path` for any registry entry: locate its package files, concatenate and verify chunked ones."""
     parts = [_package_file(p, f, entry) for p, f in zip(entry.packages, entry.files, strict=True)]
     if len(parts) == 1 and entry.sha256 is None:
         return parts[0]
