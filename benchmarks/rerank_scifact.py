@@ -8,6 +8,7 @@ Usage:
     python benchmarks/rerank_scifact.py --llm smollm2 --queries 300 --output benchmarks/rerank_scifact_smollm2.json
     python benchmarks/rerank_scifact.py --llm qwen-coder --queries 100 --rerankers yes-no,listwise
     python benchmarks/rerank_scifact.py --markdown benchmarks/rerank_scifact_*.json > benchmarks/rerank_scifact.md
+    python benchmarks/rerank_scifact.py --baselines --queries 100    # random order, always-"1" listwise
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import numpy as np
+
 from lumir.collections import Rankings
 from lumir.config import versions, write_json
 from lumir.embed import load_embedder
@@ -34,19 +37,66 @@ from lumir.retrieve import DenseRetriever
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def first_stage(n_queries: int, k: int) -> tuple[Any, list[Any], Rankings]:
+def first_stage(n_queries: int, index_dir: Path) -> tuple[Any, list[Any], Rankings]:
+    """MiniLM top-100 for the first ``n_queries`` judged test queries (the corpus index is built once, reused)."""
+    from lumir.index import build_index, open_index
+
     task = load_tasks("scifact")[0]
     queries = sorted((q for q in task.queries if q.id in task.qrels), key=lambda q: int(q.id))[:n_queries]
-    retriever = DenseRetriever.from_corpus(task.corpus, load_embedder("minilm"), batch_size=64)
-    return task, queries, retriever.retrieve(queries, 100)
+    embedder = load_embedder("minilm")
+    if (index_dir / "lumir.json").is_file():
+        store = open_index(index_dir, embedder=embedder)
+    else:
+        store = build_index(task.corpus, embedder, index_dir, batch_size=64)
+    return task, queries, DenseRetriever.from_store(store).retrieve(queries, 100)
+
+
+def random_rerank_ndcg10(first: Rankings, qrels: dict[str, dict[str, int]], k: int, seeds: int = 20) -> float:
+    """nDCG@10 of a uniformly random order of each query's top-k (mean over seeds): the no-information baseline."""
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(seeds):
+        rows = []
+        for _qid, hits in first:
+            head = [h.id for h in hits[:k]]
+            perm = rng.permutation(len(head))
+            rows.append([(head[j], float(len(head) - r)) for r, j in enumerate(perm)])
+        values.append(ndcg10(Rankings.from_hits(first.query_ids, rows, k), qrels))
+    return float(np.mean(values))
 
 
 def ndcg10(rankings: Rankings, qrels: dict[str, dict[str, int]]) -> float:
     return 100 * compute_metrics(rankings, qrels, ["nDCG@10"])["nDCG@10"]
 
 
+def always_first_ndcg10(
+    task: Any, queries: list[Any], first: Rankings, qrels: dict[str, dict[str, int]], args: argparse.Namespace
+) -> float:
+    """nDCG@10 of the listwise reranker over a model that always answers "1": the pure position-bias baseline."""
+    from lumir.testing.fakes import ScriptedChatModel
+
+    always1 = ScriptedChatModel(score_fn=lambda text, toks: [0.0] + [-30.0] * (len(toks) - 1))
+    reranker = load_reranker(
+        "listwise", always1, k=args.k, window=args.window, max_words=args.listwise_words, fusion=FusionConfig(0.0)
+    )
+    return ndcg10(reranker.rerank(queries, first, task.corpus), qrels)
+
+
+def baselines(args: argparse.Namespace) -> dict[str, Any]:
+    """The no-LLM reference points for a query subset: first stage, random top-k order, always-"1" listwise."""
+    task, queries, first = first_stage(args.queries, args.index)
+    qrels = {q.id: task.qrels[q.id] for q in queries}
+    return {
+        "queries": len(queries),
+        "k": args.k,
+        "first_stage_ndcg10": round(ndcg10(first, qrels), 2),
+        "random_top_k_order_ndcg10": round(random_rerank_ndcg10(first, qrels, args.k), 2),
+        "listwise_always_first_position_ndcg10": round(always_first_ndcg10(task, queries, first, qrels, args), 2),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    task, queries, first = first_stage(args.queries, args.k)
+    task, queries, first = first_stage(args.queries, args.index)
     qrels = {q.id: task.qrels[q.id] for q in queries}
     chat_raw = load_chat_model(args.llm, n_ctx=args.n_ctx) if "@" not in args.llm else load_chat_model(args.llm)
     chat = CachedChatModel(chat_raw, args.cache)
@@ -57,6 +107,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "k": args.k,
         "max_words": args.max_words,
         "first_stage_ndcg10": round(ndcg10(first, qrels), 2),
+        "random_top_k_order_ndcg10": round(random_rerank_ndcg10(first, qrels, args.k), 2),
         "versions": versions("llama_cpp_python"),
         "rerankers": {},
     }
@@ -90,9 +141,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def markdown(paths: list[Path]) -> str:
     lines = [
-        "| LLM | reranker | queries | top-k | first stage | α=0 (rerank only) | α=0.25 | α=0.5 | α=0.75 | "
-        "α=0.5 minmax | s/query |",
-        "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| LLM | reranker | queries | top-k | first stage | random top-k order | α=0 (rerank only) | α=0.25 | α=0.5 | "
+        "α=0.75 | α=0.5 minmax | s/query |",
+        "|:---|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for path in paths:
         r = json.loads(path.read_text())
@@ -100,6 +151,7 @@ def markdown(paths: list[Path]) -> str:
             f = e["fusion"]
             lines.append(
                 f"| {r['llm']} | {name} | {r['queries']} | {r['k']} | {r['first_stage_ndcg10']:.1f} | "
+                f"{r.get('random_top_k_order_ndcg10', float('nan')):.1f} | "
                 f"{f['none/0.0']:.1f} | {f['none/0.25']:.1f} | {f['none/0.5']:.1f} | {f['none/0.75']:.1f} | "
                 f"{f['minmax/0.5']:.1f} | {e['seconds_per_query'] if e['seconds_per_query'] is not None else '-'} |"
             )
@@ -117,9 +169,14 @@ def main() -> None:
     p.add_argument("--listwise-words", type=int, default=60)
     p.add_argument("--n-ctx", type=int, default=2048)
     p.add_argument("--cache", type=Path, default=Path("runs/bench/llm-cache.sqlite"))
+    p.add_argument("--index", type=Path, default=Path("runs/bench/scifact-minilm"), help="first-stage index dir")
     p.add_argument("--output", type=Path)
     p.add_argument("--markdown", type=Path, nargs="*")
+    p.add_argument("--baselines", action="store_true", help="only the no-LLM reference points (JSON to stdout)")
     args = p.parse_args()
+    if args.baselines:
+        print(json.dumps(baselines(args)))
+        return
     if args.markdown:
         print(markdown(args.markdown))
         return
