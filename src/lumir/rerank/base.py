@@ -26,7 +26,7 @@ from lumir.rerank.fusion import FusionConfig, fuse_scores
 from lumir.rerank.prompts import split_template
 from lumir.types import Item, Query
 
-__all__ = ["IMAGE_MODES", "ContentRenderer", "RerankStats", "apply_rerank"]
+__all__ = ["IMAGE_MODES", "ContentRenderer", "LLMReranker", "RerankStats", "apply_rerank"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,3 +228,53 @@ def softmax_pick(logprobs: np.ndarray) -> np.ndarray | None:
     x = x - x.max(axis=-1, keepdims=True)
     e = np.exp(x)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+class LLMReranker:
+    """What the pointwise and listwise rerankers share: the ``rerank`` entry point and progress-bar policy.
+
+    Subclasses set ``chat``, ``k``, ``fusion``, ``renderer``, ``progress`` and implement ``_score`` and ``spec``.
+    """
+
+    chat: ChatModel
+    k: int
+    fusion: FusionConfig
+    renderer: ContentRenderer
+    progress: bool | None
+    last_stats: RerankStats
+    _progress_min = 64  # below this many prompts no bar is shown when ``progress`` is None
+
+    def spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _score(
+        self, queries: list[Query], heads: list[list[Item]], scores: list[np.ndarray], stats: RerankStats
+    ) -> list[np.ndarray | None]:
+        raise NotImplementedError
+
+    def rerank(self, queries: Sequence[Query], rankings: Rankings, corpus: Corpus, k: int | None = None) -> Rankings:
+        """Reorder each query's top-k by the LLM's score fused with the first-stage score (see the module doc)."""
+        stats = RerankStats()
+        budget = k or self.k
+        self.renderer.check(
+            [*queries, *(corpus[h.id] for _, hits in rankings for h in hits[:budget] if h.id in corpus)], self.chat
+        )
+        out = apply_rerank(
+            queries,
+            rankings,
+            corpus,
+            budget,
+            self._score,
+            fusion=self.fusion,
+            stats=stats,
+            spec=self.spec(),
+            chat=self.chat,
+        )
+        self.last_stats = stats
+        return out
+
+    def _quiet(self, n: int) -> bool | None:
+        """tqdm's ``disable``: auto (terminal only) for long jobs, off for short ones, or as ``progress`` says."""
+        if self.progress is None:
+            return None if n >= self._progress_min else True
+        return not self.progress

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from lumir.collections import Corpus, Rankings
 from lumir.errors import PromptTooLongError
 from lumir.protocols import ChatModel, Conversation
-from lumir.rerank.base import ContentRenderer, RerankStats, apply_rerank, softmax_pick
+from lumir.rerank.base import ContentRenderer, LLMReranker, RerankStats, softmax_pick
 from lumir.rerank.fusion import FusionConfig
 from lumir.rerank.prompts import LAMRA_LISTWISE_PROMPT, LISTWISE_ITEM, parse_position
 from lumir.types import Item, Query
@@ -54,7 +53,7 @@ def window_starts(k: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-class ListwiseReranker:
+class ListwiseReranker(LLMReranker):
     """Rerank by asking for the most relevant of M numbered candidates, over sliding windows.
 
     Args:
@@ -70,6 +69,7 @@ class ListwiseReranker:
     """
 
     name = "listwise"
+    _progress_min = 32
 
     def __init__(
         self,
@@ -141,27 +141,6 @@ class ListwiseReranker:
         values = {"<candidates>": listing[:-1], "<n>": [{"type": "text", "text": str(len(candidates))}]}
         parts = self.renderer.parts(self.prompt, query, None, values=values, max_words=max_words, stats=stats)
         return self.renderer.conversation(parts, self.system)
-
-    def rerank(self, queries: Sequence[Query], rankings: Rankings, corpus: Corpus, k: int | None = None) -> Rankings:
-        """Reorder each query's top-k by its mean window position probability, fused with the first stage."""
-        stats = RerankStats()
-        budget = k or self.k
-        self.renderer.check(
-            [*queries, *(corpus[h.id] for _, hits in rankings for h in hits[:budget] if h.id in corpus)], self.chat
-        )
-        out = apply_rerank(
-            queries,
-            rankings,
-            corpus,
-            budget,
-            self._score,
-            fusion=self.fusion,
-            stats=stats,
-            spec=self.spec(),
-            chat=self.chat,
-        )
-        self.last_stats = stats
-        return out
 
     def _score(
         self, queries: list[Query], heads: list[list[Item]], _scores: list[np.ndarray], stats: RerankStats
@@ -243,8 +222,3 @@ class ListwiseReranker:
             p[pos - 1] = 1.0
             out.append(p)
         return out
-
-    def _quiet(self, n: int) -> bool | None:
-        if self.progress is None:
-            return None if n >= 32 else True
-        return not self.progress

@@ -12,16 +12,15 @@ adapter on the ChatModel) uses the same class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from lumir.collections import Corpus, Rankings
 from lumir.errors import PromptTooLongError
 from lumir.protocols import ChatModel, Conversation
-from lumir.rerank.base import ContentRenderer, RerankStats, apply_rerank, softmax_pick
+from lumir.rerank.base import ContentRenderer, LLMReranker, RerankStats, softmax_pick
 from lumir.rerank.fusion import FusionConfig
 from lumir.rerank.prompts import LAMRA_POINTWISE_PROMPT, true_false_prompt
 from lumir.types import Item, Query
@@ -31,7 +30,7 @@ __all__ = ["PointwiseReranker", "TrueFalseReranker", "YesNoReranker"]
 _MAX_SHORTENINGS = 4
 
 
-class PointwiseReranker:
+class PointwiseReranker(LLMReranker):
     """Score each of the top-k candidates with P(positive token) and reorder.
 
     Args:
@@ -105,27 +104,6 @@ class PointwiseReranker:
         )
         return self.renderer.conversation(parts, self.system)
 
-    def rerank(self, queries: Sequence[Query], rankings: Rankings, corpus: Corpus, k: int | None = None) -> Rankings:
-        """Reorder each query's top-k by P(positive) fused with the first-stage score."""
-        stats = RerankStats()
-        budget = k or self.k
-        self.renderer.check(
-            [*queries, *(corpus[h.id] for _, hits in rankings for h in hits[:budget] if h.id in corpus)], self.chat
-        )
-        out = apply_rerank(
-            queries,
-            rankings,
-            corpus,
-            budget,
-            self._score,
-            fusion=self.fusion,
-            stats=stats,
-            spec=self.spec(),
-            chat=self.chat,
-        )
-        self.last_stats = stats
-        return out
-
     def _score(
         self, queries: list[Query], heads: list[list[Item]], _scores: list[np.ndarray], stats: RerankStats
     ) -> list[np.ndarray | None]:
@@ -175,11 +153,6 @@ class PointwiseReranker:
                 continue
         stats.extra["unscored_pairs"] = int(stats.extra.get("unscored_pairs", 0)) + 1
         return np.full((1, 2), np.log(0.5))  # never fit: neutral P = 0.5, reported
-
-    def _quiet(self, n: int) -> bool | None:
-        if self.progress is None:
-            return None if n >= 64 else True
-        return not self.progress
 
 
 class TrueFalseReranker(PointwiseReranker):
