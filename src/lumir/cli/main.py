@@ -294,10 +294,12 @@ def info(index_dir: Annotated[Path, typer.Argument(help="Index directory.")]) ->
 
 
 def _add_subcommands() -> None:
+    from lumir.cli.augment import augment_app
     from lumir.cli.demo import demo
     from lumir.cli.train import train_app
 
     app.add_typer(train_app, name="train")
+    app.add_typer(augment_app, name="augment")
     app.command("demo")(demo)
 
 
