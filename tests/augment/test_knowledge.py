@@ -59,6 +59,8 @@ def test_format_checks() -> None:
     assert check_state("State: The dog leaps high to grab it.")[0] == "The dog leaps high to grab it."
     assert check_state("Yes.")[1] is not None
     assert check_state("(dog, is, happy) the dog is happy")[1] is not None
+    assert check_state("The state of the subject caused by the action in the triplet is:")[1] is not None
+    assert check_state("Here is what the dog looks like now:")[1] == "description is an unfinished lead-in"
 
 
 def test_retries_are_bounded_and_sampled() -> None:

@@ -133,8 +133,11 @@ def check_state(text: str, *, min_words: int = 4, max_words: int = 60) -> tuple[
         return "", f"description has {len(words)} words (needs at least {min_words})"
     if len(words) > max_words:
         return "", f"description has {len(words)} words (at most {max_words})"
-    if _TRIPLET_RE.search(line) or line.lower().startswith(("caption", "triplet")):
-        return "", "description repeats the prompt format instead of describing"
+    low = line.lower()
+    if _TRIPLET_RE.search(line) or "triplet" in low or "caption" in low or "state of the subject" in low:
+        return "", "description repeats the prompt instead of describing"
+    if line.endswith(":"):
+        return "", "description is an unfinished lead-in"
     return line, None
 
 
