@@ -1,10 +1,27 @@
-"""LLM data augmentation before training: text shearing of generated captions (more to come).
+"""LLM data augmentation before training: sheared extra captions and action knowledge.
 
-See :mod:`lumir.augment.shearing` (MLLM-augmented captions §3.4).
+- :mod:`lumir.augment.shearing` — text shearing (MLLM-augmented captions §3.4);
+- :mod:`lumir.augment.caption` — :class:`MultiViewCaptioner` (vision models caption images) and
+  :class:`CaptionParaphraser` (a text LLM paraphrases raw captions), with provenance, plus augmented sets;
+- :mod:`lumir.augment.knowledge` — action triplets and action-state descriptions (action-aware prompt tuning §3.2).
 """
 
 from __future__ import annotations
 
+from lumir.augment.caption import CaptionParaphraser, MultiViewCaptioner, augmented_captions, scaled_epochs
+from lumir.augment.knowledge import ActionKnowledge, KnowledgeExtractor
 from lumir.augment.shearing import CAPTION_QUESTION, ShearResult, first_clause, shear, shearing_budget
 
-__all__ = ["CAPTION_QUESTION", "ShearResult", "first_clause", "shear", "shearing_budget"]
+__all__ = [
+    "CAPTION_QUESTION",
+    "ActionKnowledge",
+    "CaptionParaphraser",
+    "KnowledgeExtractor",
+    "MultiViewCaptioner",
+    "ShearResult",
+    "augmented_captions",
+    "first_clause",
+    "scaled_epochs",
+    "shear",
+    "shearing_budget",
+]

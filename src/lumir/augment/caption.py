@@ -1,0 +1,275 @@
+"""Extra captions from LLMs, sheared to human length (MLLM-augmented captions §3.2–3.4), with provenance.
+
+Two augmenters, named so that one is never mistaken for the other:
+
+- :class:`MultiViewCaptioner` — a pool of K vision-language ChatModels each *looks at the image* and answers the
+  paper's question "Describe the <image> in English:" greedily, capped at T new tokens, then sheared
+  (:func:`~lumir.augment.shearing.shear`). Records have ``kind = "mllm-caption"``.
+- :class:`CaptionParaphraser` — a text LLM rewrites the *raw caption* (LaCLIP-style, it never sees the image),
+  capped and sheared the same way. Records have ``kind = "llm-paraphrase"``.
+
+Both write one jsonl record per (item, model) — ``id, source_id, model, kind, prompt, T, raw, text, cut,
+complete`` — appended per batch and skipped on a rerun, so large jobs resume; wrap the ChatModels in
+:class:`~lumir.models.chat.cache.CachedChatModel` to make reruns free. :func:`augmented_captions` turns records into
+training caption items beside the raw ones, and :func:`scaled_epochs` keeps the training cost of the bigger set
+equal to the raw baseline's.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from lumir.augment.shearing import CAPTION_QUESTION, shear
+from lumir.errors import DataFormatError, ModalityError
+from lumir.protocols import ChatModel, Conversation
+from lumir.types import Item
+
+__all__ = [
+    "PARAPHRASE_PROMPT",
+    "CaptionParaphraser",
+    "MultiViewCaptioner",
+    "augmented_captions",
+    "scaled_epochs",
+    "token_counter",
+]
+
+PARAPHRASE_PROMPT = (
+    "Rewrite this image caption with different words but the same meaning, as one short sentence.\n"
+    "Caption: {caption}\nRewritten caption:"
+)
+"""The paraphrase instruction (LaCLIP rewrites captions with an LLM; the wording is ours)."""
+
+
+def token_counter(chat: Any) -> Callable[[str], int]:
+    """Count text in the chat model's own tokens (its tokenizer or ``tokenize``), else ~1.3 tokens per word."""
+    tok = getattr(chat, "tokenizer", None) or getattr(getattr(chat, "model", None), "tokenizer", None)
+    if tok is not None and hasattr(tok, "encode"):
+        return lambda s: len(tok.encode(s, add_special_tokens=False))
+    tokenize = getattr(chat, "tokenize", None) or getattr(getattr(chat, "model", None), "tokenize", None)
+    if callable(tokenize):
+
+        def count(s: str) -> int:
+            try:
+                return len(tokenize(s))
+            except TypeError:
+                return len(tokenize(s.encode()))
+
+        return count
+    return lambda s: math.ceil(1.3 * len(s.split()))
+
+
+def _read_done(path: Path) -> set[tuple[str, str]]:
+    done: set[tuple[str, str]] = set()
+    if not path.is_file():
+        return done
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            done.add((str(rec["source_id"]), str(rec["model"])))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataFormatError(f"not a caption record ({err}); move the file away", path=path, line=n) from err
+    return done
+
+
+class _Augmenter:
+    """Shared loop: for each model and batch of items, generate, shear, append records."""
+
+    kind = ""
+
+    def __init__(self, models: Mapping[str, ChatModel], *, max_new_tokens: int, batch_size: int = 8) -> None:
+        if not models:
+            raise ValueError("give at least one model (name -> ChatModel)")
+        if max_new_tokens < 1:
+            raise ValueError(f"the token cap T must be >= 1, got {max_new_tokens}")
+        self.models = dict(models)
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+
+    def _conversation(self, item: Item) -> Conversation:
+        raise NotImplementedError
+
+    def _prompt_text(self, item: Item) -> str:
+        raise NotImplementedError
+
+    def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
+        return None
+
+    def records(self, items: Sequence[Item], name: str) -> list[dict[str, Any]]:
+        """Generate and shear for ``items`` with one model of the pool."""
+        model = self.models[name]
+        self._check(items, name, model)
+        count = token_counter(model)
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            raws = model.generate([self._conversation(it) for it in batch], max_new_tokens=self.max_new_tokens)
+            for it, raw in zip(batch, raws, strict=True):
+                result = shear(raw, hit_token_cap=count(raw) >= self.max_new_tokens)
+                out.append(
+                    {
+                        "id": f"{it.id}#{name}",
+                        "source_id": it.id,
+                        "model": name,
+                        "kind": self.kind,
+                        "prompt": self._prompt_text(it),
+                        "T": self.max_new_tokens,
+                        "raw": raw,
+                        "text": result.text,
+                        "cut": result.cut,
+                        "complete": result.complete,
+                        "image": None if it.image is None else it.image.describe(),
+                    }
+                )
+        return out
+
+    def run(self, items: Iterable[Item], output: str | Path, *, progress: bool = True) -> dict[str, int]:
+        """Every (item, model) record not yet in ``output`` (jsonl), appended per batch; returns counts."""
+        from tqdm.auto import tqdm
+
+        path = Path(output)
+        done = _read_done(path)
+        items = list(items)
+        counts = {"done": 0, "skipped": 0, "cut": 0, "incomplete": 0}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            for name in self.models:
+                todo = [it for it in items if (it.id, name) not in done]
+                counts["skipped"] += len(items) - len(todo)
+                bar = tqdm(total=len(todo), desc=f"{self.kind} ({name})", unit="item", disable=not progress)
+                for start in range(0, len(todo), self.batch_size):
+                    for rec in self.records(todo[start : start + self.batch_size], name):
+                        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                        counts["done"] += 1
+                        counts["cut"] += int(rec["cut"])
+                        counts["incomplete"] += int(not rec["complete"])
+                    fh.flush()
+                    bar.update(len(todo[start : start + self.batch_size]))
+                bar.close()
+        return counts
+
+
+class MultiViewCaptioner(_Augmenter):
+    """K vision-language models caption each image with the paper's question, greedy, at most T new tokens.
+
+    Args:
+        models: name -> vision-capable ChatModel (``supports_images``).
+        max_new_tokens: T (use :func:`~lumir.augment.shearing.shearing_budget` on the raw captions).
+        question: the question; ``<image>`` marks where the image goes.
+    """
+
+    kind = "mllm-caption"
+
+    def __init__(
+        self,
+        models: Mapping[str, ChatModel],
+        *,
+        max_new_tokens: int,
+        question: str = CAPTION_QUESTION,
+        batch_size: int = 8,
+    ) -> None:
+        super().__init__(models, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if "<image>" not in question:
+            raise ValueError("the captioning question must contain <image>")
+        self.question = question
+
+    def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
+        if not getattr(model, "supports_images", False):
+            raise ModalityError(
+                f"captioner {name!r} reads text only; image captioning needs a vision-language model "
+                f"(a text LLM can paraphrase captions instead: CaptionParaphraser)"
+            )
+        missing = [it.id for it in items if it.image is None]
+        if missing:
+            raise ModalityError(f"{len(missing)} item(s) to caption have no image (first: {missing[0]!r})")
+
+    def _conversation(self, item: Item) -> Conversation:
+        before, _, after = self.question.partition("<image>")
+        parts: list[dict[str, Any]] = []
+        if before:
+            parts.append({"type": "text", "text": before})
+        parts.append({"type": "image", "image": item.image})
+        if after:
+            parts.append({"type": "text", "text": after})
+        return [{"role": "user", "content": parts}]
+
+    def _prompt_text(self, item: Item) -> str:
+        return self.question
+
+
+class CaptionParaphraser(_Augmenter):
+    """A text LLM rewrites each raw caption (LaCLIP-style), greedy, at most T new tokens, sheared.
+
+    These are paraphrases of human captions, not descriptions of the image: records say ``kind = "llm-paraphrase"``.
+    """
+
+    kind = "llm-paraphrase"
+
+    def __init__(
+        self,
+        models: Mapping[str, ChatModel],
+        *,
+        max_new_tokens: int,
+        prompt: str = PARAPHRASE_PROMPT,
+        batch_size: int = 8,
+    ) -> None:
+        super().__init__(models, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        if "{caption}" not in prompt:
+            raise ValueError("the paraphrase prompt must contain {caption}")
+        self.prompt = prompt
+
+    def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
+        missing = [it.id for it in items if not it.text]
+        if missing:
+            raise ModalityError(f"{len(missing)} caption item(s) have no text (first: {missing[0]!r})")
+
+    def _conversation(self, item: Item) -> Conversation:
+        return [{"role": "user", "content": self._prompt_text(item)}]
+
+    def _prompt_text(self, item: Item) -> str:
+        return self.prompt.format(caption=item.text)
+
+
+def augmented_captions(
+    raw: Sequence[Item], records: Iterable[Mapping[str, Any]], *, require_complete: bool = True
+) -> list[Item]:
+    """Raw caption items plus one item per usable generated record, each with its provenance in ``meta``.
+
+    A record's item keeps the raw item's ``meta`` (e.g. ``meta["image"]``, which pairs it with its photo), gains
+    ``source``, ``kind``, ``model``, ``prompt`` and ``T``, and has id ``"<raw id>#<model>"``. Empty records, and
+    incomplete ones when ``require_complete``, are left out.
+    """
+    by_id = {it.id: it for it in raw}
+    out = [Item(it.id, text=it.text, image=it.image, meta={**it.meta, "source": "raw"}) for it in raw]
+    for rec in records:
+        src = by_id.get(str(rec.get("source_id")))
+        text = str(rec.get("text") or "").strip()
+        if src is None or not text or (require_complete and not rec.get("complete", False)):
+            continue
+        meta = {
+            **src.meta,
+            "source": str(rec["model"]),
+            "kind": rec["kind"],
+            "model": rec["model"],
+            "prompt": rec["prompt"],
+            "T": rec["T"],
+        }
+        out.append(Item(str(rec["id"]), text=text, meta=meta))
+    return out
+
+
+def scaled_epochs(epochs: int, raw_pairs: int, total_pairs: int) -> int:
+    """Epochs on the augmented set that cost what ``epochs`` on the raw set cost: ``epochs / k``, k = total / raw.
+
+    Example:
+        >>> scaled_epochs(20, 20_000, 40_000)
+        10
+    """
+    if raw_pairs < 1 or total_pairs < raw_pairs:
+        raise ValueError(f"need total_pairs >= raw_pairs >= 1, got {total_pairs} and {raw_pairs}")
+    return max(1, round(epochs * raw_pairs / total_pairs))
