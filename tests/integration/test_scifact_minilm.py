@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.realdata
 def test_scifact_minilm_matches_published_ndcg(data_root: Path, tmp_path: Path) -> None:
     tasks = load_tasks({"type": "beir", "path": str(data_root / "beir-scifact")})
