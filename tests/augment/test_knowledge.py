@@ -61,6 +61,12 @@ def test_format_checks() -> None:
     assert check_state("(dog, is, happy) the dog is happy")[1] is not None
     assert check_state("The state of the subject caused by the action in the triplet is:")[1] is not None
     assert check_state("Here is what the dog looks like now:")[1] == "description is an unfinished lead-in"
+    assert (
+        check_state("A girl is studying with a laptop at the table.")[1] == "description copies an in-context example"
+    )
+    grounded_only = parse_triplets("(man, sits on, bench)\n(cyclist, riding, pavement)", caption="A cyclist rides.")
+    assert grounded_only == ([("cyclist", "riding", "pavement")], None)
+    assert parse_triplets("(man, sits on, bench)", caption="A cat sleeps.")[1].startswith("no triplet is grounded")
 
 
 def test_retries_are_bounded_and_sampled() -> None:

@@ -32,6 +32,7 @@ __all__ = [
     "ActionKnowledge",
     "KnowledgeExtractor",
     "check_state",
+    "grounded",
     "parse_triplets",
     "q1_prompt",
     "q2_prompt",
@@ -77,6 +78,9 @@ Q2_EXAMPLES: tuple[tuple[str, Triplet, str], ...] = (
 )
 """Q2's in-context examples: (caption, triplet, expected action-state description)."""
 
+_EXAMPLE_TEXTS = {x.lower().rstrip(". ") for c, _, d in Q2_EXAMPLES for x in (c, d)} | {
+    c.lower().rstrip(". ") for c, _ in Q1_EXAMPLES
+}
 _TRIPLET_RE = re.compile(r"\(\s*([^(),\n]+?)\s*,\s*([^(),\n]+?)\s*,\s*([^(),\n]+?)\s*\)")
 
 
@@ -96,8 +100,28 @@ def q2_prompt(caption: str, triplet: Triplet) -> str:
     return f"{Q2_INSTRUCTION}\n\n{shots}\n\nCaption: {caption}\nTriplet: {_fmt(triplet)}\nState:"
 
 
-def parse_triplets(text: str, *, max_words: int = 5, max_triplets: int = 8) -> tuple[list[Triplet], str | None]:
+def _stems(text: str) -> set[str]:
+    return {w[:4] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3}
+
+
+def grounded(triplet: Triplet, caption: str) -> bool:
+    """Whether the triplet's subject or object shares a word (first 4 letters) with the caption.
+
+    Example:
+        >>> grounded(("dogs", "chase", "ball"), "Two dogs run"), grounded(("man", "sits on", "bench"), "A cat sleeps")
+        (True, False)
+    """
+    words = _stems(caption)
+    return bool((_stems(triplet[0]) | _stems(triplet[2])) & words)
+
+
+def parse_triplets(
+    text: str, *, caption: str | None = None, max_words: int = 5, max_triplets: int = 8
+) -> tuple[list[Triplet], str | None]:
     """Q1's format check: the ``(subject, action, object)`` triplets of an answer, or the reason it fails.
+
+    With ``caption``, triplets not grounded in it (:func:`grounded`; e.g. copied from the in-context examples) are
+    dropped, and an answer left with none fails.
 
     Example:
         >>> parse_triplets("(man, rides, horse)\\n(horse, is, brown)")
@@ -116,6 +140,10 @@ def parse_triplets(text: str, *, max_words: int = 5, max_triplets: int = 8) -> t
             found.append(t)
     if not found:
         return [], "no (subject, action, object) triplet found"
+    if caption is not None:
+        found = [t for t in found if grounded(t, caption)]
+        if not found:
+            return [], "no triplet is grounded in the caption (copied examples?)"
     return found[:max_triplets], None
 
 
@@ -138,6 +166,8 @@ def check_state(text: str, *, min_words: int = 4, max_words: int = 60) -> tuple[
         return "", "description repeats the prompt instead of describing"
     if line.endswith(":"):
         return "", "description is an unfinished lead-in"
+    if low.rstrip(". ") in _EXAMPLE_TEXTS:
+        return "", "description copies an in-context example"
     return line, None
 
 
@@ -210,7 +240,7 @@ class KnowledgeExtractor:
             still = []
             for i, answer in zip(pending, answers, strict=True):
                 out[i].attempts += 1
-                triplets, error = parse_triplets(answer)
+                triplets, error = parse_triplets(answer, caption=out[i].caption)
                 if error is None:
                     out[i].triplets = triplets[: self.max_triplets]
                 else:
