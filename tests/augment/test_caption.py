@@ -125,3 +125,14 @@ def test_cli_augment_captions_both_modes(tmp_path: Path) -> None:
     assert all(json.loads(x)["kind"] == "llm-paraphrase" for x in (tmp_path / "p.jsonl").read_text().splitlines())
     bad = CliRunner().invoke(app, ["augment", "captions", str(folder), "-o", str(out), "--llm", "nope"])
     assert bad.exit_code == 2 and "unknown chat model" in bad.output
+
+
+def test_first_per_image_keeps_the_first_n_captions_of_each_photo() -> None:
+    from lumir.cli.augment import first_per_image
+    from lumir.types import Item
+
+    caps = [Item(f"{p}#{n}", text="t", meta={"image": p}) for p in ("a", "b") for n in range(3)]
+    assert [c.id for c in first_per_image(caps, 1)] == ["a#0", "b#0"]
+    assert [c.id for c in first_per_image(caps, 2)] == ["a#0", "a#1", "b#0", "b#1"]
+    with pytest.raises(ValueError, match="--per-image"):
+        first_per_image(caps, 0)

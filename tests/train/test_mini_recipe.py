@@ -107,3 +107,126 @@ def test_cli_train_embedder(tiny_flickr8k: Path, tmp_path: Path) -> None:
     assert changed.exit_code == 2 and "other train settings" in changed.output
     missing = CliRunner().invoke(app, ["train", "embedder", "--config", str(tmp_path / "none.yaml")])
     assert missing.exit_code == 2 and "recipe not found" in missing.output
+
+
+def _augment_file(path: Path, tiny_flickr8k: Path, *, model: str = "llm-a", per_image: int = 1) -> Path:
+    """One paraphrase record per photo's first caption (an incomplete one for the cat crops) and one photo caption."""
+    from lumir.data.flickr8k import load_flickr8k
+
+    _, captions = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
+    lines, seen = [], {}
+    for c in captions:
+        photo = c.meta["image"]
+        seen[photo] = seen.get(photo, 0) + 1
+        if seen[photo] > per_image:
+            continue
+        complete = not photo.startswith("cat")
+        lines.append(
+            {
+                "id": f"{c.id}#{model}",
+                "source_id": c.id,
+                "model": model,
+                "kind": "llm-paraphrase",
+                "prompt": "p",
+                "T": 5,
+                "raw": f"rewritten {c.text}",
+                "text": f"rewritten {c.text}",
+                "cut": False,
+                "complete": complete,
+            }
+        )
+    lines.append(
+        {
+            "id": "rocket_0.jpg#vlm",
+            "source_id": "rocket_0.jpg",
+            "model": "vlm",
+            "kind": "mllm-caption",
+            "prompt": "q",
+            "T": 5,
+            "raw": "a rocket",
+            "text": "a tall rocket",
+            "cut": True,
+            "complete": True,
+        }
+    )
+    path.write_text("\n".join(json.dumps(rec) for rec in lines) + "\n")
+    return path
+
+
+def test_augmented_captions_add_pairs_and_scale_epochs(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    aug = _augment_file(tmp_path / "aug.jsonl", tiny_flickr8k)
+    recipe = apply_overrides(_tiny_recipe(tmp_path, epochs=10), [f"data.augmented=[{aug}, {aug}]"])
+    result = run_recipe(recipe, data=tiny_flickr8k, show_progress=False)
+    meta = json.loads((result.model_dir / "config.json").read_text())["meta"]
+    # 12 photos x 5 raw captions; 9 complete paraphrases (the 3 cat crops are incomplete) + 1 photo caption;
+    # the second copy of the file adds nothing
+    assert meta["augmentation"] == {
+        "files": [str(aug), str(aug)],
+        "records": 26,
+        "used": 10,
+        "by_model": {"llm-a": 9, "vlm": 1},
+        "kinds": ["llm-paraphrase", "mllm-caption"],
+        "require_complete": True,
+        "raw_pairs": 60,
+        "pairs": 70,
+        "k": 1.1667,
+        "epochs_raw": 10,
+        "epochs": 9,
+    }
+    assert result.summary.epochs == 9
+    caches = [p.name for p in (tmp_path / "features").iterdir()]
+    assert sum(name.startswith("flickr8k-train_tiny-augmented-") for name in caches) == 1
+
+    loose = apply_overrides(
+        _tiny_recipe(tmp_path, epochs=10),
+        [
+            f"data.augmented={aug}",
+            "data.require_complete=false",
+            "data.scale_epochs=false",
+            f"output_dir={tmp_path / 'r2'}",
+        ],
+    )
+    meta2 = json.loads(
+        (run_recipe(loose, data=tiny_flickr8k, show_progress=False).model_dir / "config.json").read_text()
+    )
+    assert meta2["meta"]["augmentation"]["used"] == 13 and meta2["meta"]["augmentation"]["pairs"] == 73
+    assert "epochs" not in meta2["meta"]["augmentation"] and meta2["meta"]["training"]["epochs"] == 10
+
+
+def test_augmented_captions_of_holdout_photos_stay_out(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    aug = _augment_file(tmp_path / "aug.jsonl", tiny_flickr8k)
+    recipe = apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={aug}", "data.holdout=4"])
+    result = run_recipe(recipe, data=tiny_flickr8k, show_progress=False)
+    meta = json.loads((result.model_dir / "config.json").read_text())["meta"]
+    # the last 4 photos (rocket crops + astronaut_2 ... in file order) keep their captions out of training
+    assert meta["data"]["captions"] == 40 and meta["augmentation"]["raw_pairs"] == 40
+    assert meta["augmentation"]["pairs"] == 40 + 5  # astronaut_0/1 and coffee_0..2 paraphrases only
+
+
+def test_augmented_caption_errors(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="data.augmented"):
+        run_recipe(
+            apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={tmp_path / 'no.jsonl'}"]), data=tiny_flickr8k
+        )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"source_id": "x", "model": "m", "kind": "llm-paraphrase"}\nnot json\n')
+    with pytest.raises(DataFormatError, match=r"bad.jsonl.*line 2"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={bad}"]), data=tiny_flickr8k)
+    other = tmp_path / "other.jsonl"
+    other.write_text(
+        json.dumps(
+            {
+                "id": "z#m",
+                "source_id": "z",
+                "model": "m",
+                "kind": "llm-paraphrase",
+                "prompt": "",
+                "T": 3,
+                "text": "words",
+                "complete": True,
+            }
+        )
+        + "\n"
+    )
+    with pytest.raises(ValueError, match="none of the 1 records"):
+        run_recipe(apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={other}"]), data=tiny_flickr8k)

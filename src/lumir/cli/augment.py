@@ -1,4 +1,4 @@
-"""``lumir augment ...``: LLM data augmentation jobs (action knowledge; captioning is still to come)."""
+"""``lumir augment ...``: LLM data augmentation jobs (extra captions, action knowledge) and caption statistics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,22 @@ from typing import Annotated
 import typer
 
 from lumir.errors import LumirError
+from lumir.types import Item
+
+
+def first_per_image(captions: list[Item], n: int) -> list[Item]:
+    """The first ``n`` captions of each photo (``meta["image"]``), in input order."""
+    if n < 1:
+        raise ValueError(f"--per-image must be >= 1, got {n}")
+    seen: dict[str, int] = {}
+    out = []
+    for it in captions:
+        photo = str(it.meta.get("image", it.id))
+        seen[photo] = seen.get(photo, 0) + 1
+        if seen[photo] <= n:
+            out.append(it)
+    return out
+
 
 augment_app = typer.Typer(help="Enrich training data with LLMs (resumable, cached).", no_args_is_help=True)
 
@@ -69,6 +85,9 @@ def captions(
     fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|folder|flickr8k")] = "auto",
     split: Annotated[str, typer.Option(help="Flickr8k split.")] = "train_4k",
     limit: Annotated[int | None, typer.Option(help="Only the first N items.")] = None,
+    per_image: Annotated[
+        int | None, typer.Option("--per-image", help="paraphrase mode: only the first N raw captions of each photo.")
+    ] = None,
     max_new_tokens: Annotated[
         int | None, typer.Option("--max-new-tokens", "-T", help="T; default: the raw captions' mean length.")
     ] = None,
@@ -82,7 +101,6 @@ def captions(
     from lumir.data.sources import detect_format, load_corpus
     from lumir.models.chat import CachedChatModel, load_chat_model
     from lumir.rerank.registry import default_llm_cache
-    from lumir.types import Item
 
     try:
         if mode not in ("caption", "paraphrase"):
@@ -100,6 +118,8 @@ def captions(
                 if it.image is not None and it.meta.get("caption")
             ]
         items = images if mode == "caption" else texts
+        if per_image is not None and mode == "paraphrase":
+            items = first_per_image(items, per_image)
         if limit is not None:
             items = items[:limit]
         if not items:
@@ -125,3 +145,54 @@ def captions(
         f"{counts['done']} {mode}s -> {output} ({counts['cut']} sheared, {counts['incomplete']} incomplete, "
         f"{counts['skipped']} already there)"
     )
+
+
+@augment_app.command("stats")
+def stats(
+    records: Annotated[list[Path], typer.Argument(help="Caption jsonl files from `lumir augment captions`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for report.md, stats.json and PNGs.")],
+    raw: Annotated[
+        Path | None, typer.Option(help="A Flickr8k folder or lumir jsonl whose captions form the 'raw' group.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Flickr8k split of --raw.")] = "train_4k",
+    field: Annotated[str, typer.Option(help="text (sheared captions) or raw (generations before shearing).")] = "text",
+    top: Annotated[int, typer.Option(help="Nouns per source.")] = 20,
+) -> None:
+    """Frequent nouns and caption lengths per captioning model and for the raw captions (paper Figures 3-4)."""
+    import json
+
+    from lumir.augment.stats import groups_from_records, write_caption_report
+    from lumir.data.sources import load_corpus
+    from lumir.errors import DataFormatError
+
+    try:
+        if field not in ("text", "raw"):
+            raise ValueError(f"--field must be text or raw, got {field!r}")
+        groups: dict[str, list[str]] = {}
+        if raw is not None:
+            fmt = "flickr8k-captions" if raw.is_dir() else "auto"
+            groups["raw"] = [str(it.text) for it in load_corpus(raw, fmt, split=split) if it.text]
+        for path in records:
+            lines = []
+            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if line.strip():
+                    try:
+                        lines.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise DataFormatError(f"not JSON ({err})", path=path, line=n) from err
+            for name, texts in groups_from_records(lines, field_name=field, path=path).items():
+                groups.setdefault(name, []).extend(texts)
+        if not groups:
+            raise ValueError("no captions: give caption jsonl files and/or --raw")
+        result = write_caption_report(
+            groups, output, top=top, source={"records": [str(p) for p in records], "raw": str(raw), "field": field}
+        )
+    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
+        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    for s in result.values():
+        typer.echo(
+            f"{s.name}: {s.captions} captions, mean {s.mean_length} words, top nouns "
+            + ", ".join(w for w, _ in s.top_nouns[:5])
+        )
+    typer.echo(f"report -> {output / 'report.md'}")

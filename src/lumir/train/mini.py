@@ -3,7 +3,8 @@
 Recipe blocks (see ``recipes/mini/flickr8k.yaml``)::
 
     kind: mini
-    data:     {dataset: flickr8k, root: null, split: train_4k, holdout: 0}
+    data:     {dataset: flickr8k, root: null, split: train_4k, holdout: 0,
+               augmented: [runs/aug/paraphrase.jsonl], require_complete: true, scale_epochs: true}
     features: {cache_dir: runs/mini/features, views: [original, mirror, zoom, zoom_mirror]}
     model:    {dim: 256, mirror: true,
                image_head: {kind: linear, parts: [head, stage4, stage5, stage6], input_dropout: 0.7},
@@ -15,13 +16,20 @@ Queries are captions, candidates are photos; each training step sees one random 
 (:data:`lumir.models.mini.IMAGE_VIEWS`; inference averages the original and mirror views). ``holdout`` keeps the
 last N photos of the split out of training and reports validation recall on them after every epoch; it is how the
 recipe's settings were chosen without looking at the test split, which a recipe may not train on.
+
+``augmented`` adds extra captions of the training photos from :mod:`lumir.augment.caption` jsonl files (MLLM
+captions or LLM paraphrases, one record per (caption or photo, model)): each usable record becomes one more
+training pair with its photo (MLLM-augmented captions §3.4), and with ``scale_epochs`` the epoch count is scaled
+by 1/k, k = all pairs / raw pairs, so training costs what the raw baseline costs (:func:`scaled_epochs`).
+Validation on the holdout always uses raw captions only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +38,25 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from lumir.augment.caption import augmented_captions, scaled_epochs
 from lumir.config import atomic_write_text
 from lumir.data.flickr8k import load_flickr8k
+from lumir.errors import DataFormatError
 from lumir.eval.tasks import default_data_root
 from lumir.models.heads import ProjectionHead
 from lumir.models.mini import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, MiniHeads, feature_spans
 from lumir.train.contrastive import ContrastiveConfig, ContrastiveData, ContrastiveTrainer, TrainSummary
 from lumir.train.features import cache_image_features, cache_text_features
+from lumir.types import Item
 
-__all__ = ["MiniTrainResult", "build_mini_heads", "image_text_recall", "train_mini"]
+__all__ = [
+    "MiniTrainResult",
+    "build_mini_heads",
+    "embed_cached_features",
+    "image_text_recall",
+    "load_augmented_captions",
+    "train_mini",
+]
 
 
 @dataclass
@@ -100,10 +118,11 @@ def image_text_recall(
     return out
 
 
-def _embed(
+def embed_cached_features(
     heads: MiniHeads, images: torch.Tensor, texts: torch.Tensor, mirror_view: int | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Embed cached features exactly as :class:`lumir.embed.mini.MiniEmbedder` embeds photos and captions."""
+    """Normalised embeddings of cached ``(n, views, d)`` image and ``(n, d)`` text features, computed exactly as
+    :class:`lumir.embed.mini.MiniEmbedder` embeds photos and captions."""
     with torch.no_grad():
         img = F.normalize(heads.image_head(images[:, 0]), dim=-1)
         if heads.mirror and mirror_view is not None:
@@ -111,9 +130,68 @@ def _embed(
         return img, F.normalize(heads.text_head(texts), dim=-1)
 
 
+def load_augmented_captions(
+    files: str | Path | Sequence[str | Path], raw: Sequence[Item], *, require_complete: bool = True
+) -> tuple[list[Item], dict[str, Any]]:
+    """The extra caption items that augmentation jsonl ``files`` add to ``raw``, and a summary of what was used.
+
+    Records come from :mod:`lumir.augment.caption`; one is usable when it has text, is complete (if
+    ``require_complete``) and its source is a raw caption (``llm-paraphrase``) or a photo (``mllm-caption``) of
+    ``raw``. Each extra item keeps the photo it describes in ``meta["image"]``.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        DataFormatError: a line is not a JSON record with ``source_id``, ``model`` and ``kind`` (naming file and line).
+        ValueError: no record of the files matches the training captions or photos.
+    """
+    paths = [Path(files)] if isinstance(files, (str, Path)) else [Path(f) for f in files]
+    by_photo: dict[str, Item] = {}
+    for c in raw:
+        by_photo.setdefault(str(c.meta["image"]), c)
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"augmented captions file not found: {path} (data.augmented)")
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                kind, source_id = rec["kind"], str(rec["source_id"])
+                rec["model"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise DataFormatError(f"not an augmented-caption record ({err})", path=path, line=n) from err
+            if kind == "mllm-caption" and source_id in by_photo:  # a photo's caption: pair it via that photo
+                rec = {**rec, "source_id": by_photo[source_id].id}
+            records.append(rec)
+    seen: set[str] = set()
+    items = []
+    for it in augmented_captions(raw, records, require_complete=require_complete)[len(raw) :]:
+        if it.id not in seen:  # the same (caption, model) record in two files counts once
+            seen.add(it.id)
+            items.append(it)
+    by_model: dict[str, int] = {}
+    for it in items:
+        by_model[str(it.meta["model"])] = by_model.get(str(it.meta["model"]), 0) + 1
+    if records and not items:
+        raise ValueError(
+            f"none of the {len(records)} records in {[str(p) for p in paths]} is a usable caption of this split "
+            f"(require_complete={require_complete})"
+        )
+    summary = {
+        "files": [str(p) for p in paths],
+        "records": len(records),
+        "used": len(items),
+        "by_model": by_model,
+        "kinds": sorted({str(it.meta["kind"]) for it in items}),
+        "require_complete": require_complete,
+    }
+    return items, summary
+
+
 _KEYS = {
     "recipe": {"kind", "data", "features", "model", "train", "output_dir", "source", "name", "description"},
-    "data": {"dataset", "root", "split", "holdout"},
+    "data": {"dataset", "root", "split", "holdout", "augmented", "require_complete", "scale_epochs"},
     "features": {"cache_dir", "views", "mirror"},
 }
 
@@ -170,7 +248,27 @@ def train_mini(
 
     n_train = len(images) - holdout
     in_train = positives < n_train
-    train_data = ContrastiveData(txt_feats[in_train], img_feats[:n_train], positives[in_train])
+    train_txt, train_pos = txt_feats[in_train], positives[in_train]
+    augmentation: dict[str, Any] = {}
+    if data_cfg.get("augmented"):
+        extra, augmentation = load_augmented_captions(
+            data_cfg["augmented"], captions, require_complete=bool(data_cfg.get("require_complete", True))
+        )
+        extra_pos = torch.tensor([position[c.meta["image"]] for c in extra], dtype=torch.long)
+        keep = extra_pos < n_train  # extra captions of holdout photos never reach training
+        extra = [c for c, k in zip(extra, keep.tolist(), strict=True) if k]
+        if extra:
+            digest = hashlib.sha256("\n".join(c.id for c in extra).encode()).hexdigest()[:12]
+            extra_cache = cache_text_features(extra, cache_dir / f"flickr8k-{split}-augmented-{digest}")
+            train_txt = torch.cat([train_txt, torch.from_numpy(np.array(extra_cache.features[:, 0]))])
+            train_pos = torch.cat([train_pos, extra_pos[keep]])
+        raw_pairs, total_pairs = int(in_train.sum()), int(train_pos.shape[0])
+        augmentation.update(raw_pairs=raw_pairs, pairs=total_pairs, k=round(total_pairs / raw_pairs, 4))
+        if data_cfg.get("scale_epochs", True):
+            scaled = scaled_epochs(config.epochs, raw_pairs, total_pairs)
+            augmentation.update(epochs_raw=config.epochs, epochs=scaled)
+            config = replace(config, epochs=scaled)
+    train_data = ContrastiveData(train_txt, img_feats[:n_train], train_pos)
 
     torch.manual_seed(config.seed)
     heads = build_mini_heads(recipe.get("model", {}))
@@ -183,7 +281,9 @@ def train_mini(
         val_pos = positives[~in_train] - n_train
 
         def callback(trainer: ContrastiveTrainer, epoch: int) -> dict[str, float]:
-            img, txt = _embed(heads, val_imgs, val_txts, views.index("mirror") if "mirror" in views else None)
+            img, txt = embed_cached_features(
+                heads, val_imgs, val_txts, views.index("mirror") if "mirror" in views else None
+            )
             return {f"val_{k}": v for k, v in image_text_recall(img, txt, val_pos).items()}
 
     trainer = ContrastiveTrainer(heads.text_head, heads.image_head, train_data, config, out, on_epoch_end=callback)
@@ -193,6 +293,7 @@ def train_mini(
     heads.meta = {
         "recipe": dict(recipe),
         "data": {"dataset": "flickr8k", "split": split, "images": n_train, "captions": int(in_train.sum())},
+        "augmentation": augmentation,
         "training": {
             "steps": summary.steps,
             "epochs": summary.epochs,
