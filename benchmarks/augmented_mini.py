@@ -10,9 +10,9 @@ For each seed both variants train from ``recipes/mini/flickr8k.yaml`` (``train.s
 cached test features (the same frozen towers and heads that ``lumir eval flickr8k --embedder mini:DIR`` runs; the
 seed-0 raw model is the shipped one, whose ``lumir eval`` figures are in BENCHMARKS.md).
 
-Usage:
-    python benchmarks/augmented_mini.py --augmented runs/aug/smollm2-paraphrase.jsonl --seeds 0,1,2 \
-        --output benchmarks/augmented_mini.json
+Usage (each ``--variant NAME=FILE[,FILE...]`` adds the records of those files; ``raw`` is always trained):
+    python benchmarks/augmented_mini.py --variant raw+smollm2=runs/aug/smollm2.jsonl \
+        --variant raw+smollm2+qwen=runs/aug/smollm2.jsonl,runs/aug/qwen.jsonl --seeds 0,1,2
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_features(data: Path, cache_dir: Path) -> tuple[torch.Tensor, torch.Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--augmented", nargs="+", required=True, type=Path, help="caption jsonl file(s)")
+    parser.add_argument("--variant", action="append", required=True, help="NAME=FILE[,FILE...] (repeatable)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", type=Path, default=None, help="folder holding flickr8k/")
     parser.add_argument("--runs", type=Path, default=Path("runs/mini/augmented"))
@@ -64,31 +64,38 @@ def main() -> None:
     args = parser.parse_args()
     data = args.data or default_data_root()
     imgs, txts, positives = test_features(data, Path("runs/mini/features"))
-    augmented = "[" + ",".join(str(p) for p in args.augmented) + "]"
+    variants: dict[str, list[str]] = {"raw": []}
+    for spec in args.variant:
+        name, sep, files = spec.partition("=")
+        if not sep or not files:
+            parser.error(f"--variant {spec!r} must look like NAME=FILE[,FILE...]")
+        variants[name] = [f"data.augmented=[{files}]"]
     rows: list[dict[str, Any]] = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant, extra in (("raw", []), ("raw+paraphrase", [f"data.augmented={augmented}"])):
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for seed in seeds:
+        for variant, extra in variants.items():
             overrides = [f"train.seed={seed}", f"output_dir={args.runs / f'{variant}-seed{seed}'}", *extra]
             t0 = time.perf_counter()
             result = run_recipe(RECIPE, overrides, data=data, show_progress=False)
             heads = load_mini_heads(result.model_dir)
             img, txt = embed_cached_features(heads, imgs, txts, mirror_view=1)
-            recall = image_text_recall(img, txt, positives)
-            aug = load_mini_heads(result.model_dir).meta.get("augmentation", {})
+            aug = heads.meta.get("augmentation", {})
             row = {
                 "seed": seed,
                 "variant": variant,
-                **recall,
+                **image_text_recall(img, txt, positives),
                 "epochs": result.summary.epochs,
                 "steps": result.summary.steps,
                 "train_seconds": result.summary.seconds,
-                "pairs": aug.get("pairs"),
-                "k": aug.get("k"),
+                "pairs": aug.get("pairs", aug.get("raw_pairs")),
+                "k": aug.get("k", 1.0),
+                "by_model": aug.get("by_model", {}),
             }
             rows.append(row)
             print(row, f"({time.perf_counter() - t0:.0f} s)", flush=True)
     summary: dict[str, Any] = {}
-    for variant in ("raw", "raw+paraphrase"):
+    deltas: dict[str, Any] = {}
+    for variant in variants:
         mine = [r for r in rows if r["variant"] == variant]
         summary[variant] = {
             m: {
@@ -97,11 +104,14 @@ def main() -> None:
             }
             for m in METRICS
         }
-    deltas = {m: [round(b[m] - a[m], 2) for a, b in zip(rows[0::2], rows[1::2], strict=True)] for m in METRICS}
+        base = [r for r in rows if r["variant"] == "raw"]
+        if variant != "raw":
+            deltas[variant] = {m: [round(b[m] - a[m], 2) for a, b in zip(base, mine, strict=True)] for m in METRICS}
     write_json(
         args.output,
         {
-            "augmented": [str(p) for p in args.augmented],
+            "variants": variants,
+            "seeds": seeds,
             "rows": rows,
             "summary": summary,
             "per_seed_delta": deltas,

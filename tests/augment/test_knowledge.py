@@ -64,6 +64,18 @@ def test_format_checks() -> None:
     assert (
         check_state("A girl is studying with a laptop at the table.")[1] == "description copies an in-context example"
     )
+    # real SmolLM2 answers that the earlier check let through (benchmarks/knowledge_smollm2.json, first run)
+    talk = "Sorry for the misunderstanding, but I'll give you a chance to play it cool."
+    assert check_state(talk)[1] == "description talks about the task instead of describing"
+    label = "Corrections: Editing: The perfect sentence has been edited to meet the specified constraints."
+    assert check_state(label)[1] == "description starts with a label instead of describing"
+    assert check_state("Hashtag: Nice to meet you, Sarah.")[1] is not None
+    off_topic = check_state("A cat is eating a mouse.", triplet=("man", "pointing", "camera"))
+    assert off_topic[1] == "description is not about the triplet (no word of its subject, action or object)"
+    about = "The man raises the camera to his eye and holds still."
+    assert check_state(about, triplet=("man", "pointing", "camera")) == (about, None)
+    assert check_state("She leans forward, arms out.", triplet=("girl", "climbing", "fence"))[1] is None
+    assert check_state("A cat is eating a mouse.")[1] is None  # no triplet given: format only
     grounded_only = parse_triplets("(man, sits on, bench)\n(cyclist, riding, pavement)", caption="A cyclist rides.")
     assert grounded_only == ([("cyclist", "riding", "pavement")], None)
     assert parse_triplets("(man, sits on, bench)", caption="A cat sleeps.")[1].startswith("no triplet is grounded")

@@ -230,3 +230,24 @@ def test_augmented_caption_errors(tiny_flickr8k: Path, tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="none of the 1 records"):
         run_recipe(apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={other}"]), data=tiny_flickr8k)
+
+
+def test_tiny_vlm_captions_train_through_the_recipe(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    """The whole captioning path: a pool of two tiny LLaVAs captions the photos, the recipe trains on them."""
+    from lumir.augment.caption import MultiViewCaptioner
+    from lumir.data.flickr8k import load_flickr8k
+    from lumir.models.chat.hf import TransformersChatModel
+    from lumir.testing.tiny import build_tiny_llava
+
+    images, _ = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
+    pool = {f"llava-{s}": TransformersChatModel(*build_tiny_llava(seed=s)) for s in (0, 1)}
+    out = tmp_path / "captions.jsonl"
+    MultiViewCaptioner(pool, max_new_tokens=6, batch_size=4).run(images, out, progress=False)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    usable = sum(bool(r["text"].strip()) for r in records)
+    assert len(records) == 24 and usable > 0
+    recipe = apply_overrides(_tiny_recipe(tmp_path), [f"data.augmented={out}", "data.require_complete=false"])
+    result = run_recipe(recipe, data=tiny_flickr8k, show_progress=False)
+    aug = json.loads((result.model_dir / "config.json").read_text())["meta"]["augmentation"]
+    assert aug["kinds"] == ["mllm-caption"] and aug["used"] == usable and aug["pairs"] == 60 + usable
+    assert set(aug["by_model"]) <= {"llava-0", "llava-1"}

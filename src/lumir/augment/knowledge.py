@@ -147,12 +147,27 @@ def parse_triplets(
     return found[:max_triplets], None
 
 
-def check_state(text: str, *, min_words: int = 4, max_words: int = 60) -> tuple[str, str | None]:
+_PRONOUNS = frozenset("he she they it his her their its him them we".split())  # noqa: SIM905
+_LABEL_RE = re.compile(r"^[A-Za-z][A-Za-z ]{0,24}:\s")
+_META_RE = re.compile(
+    r"\b(?:sentence|sorry|rewrit\w*|edit\w*|describe|provide|clarif\w*|i'm|i am|as an ai|hashtag)\b", re.IGNORECASE
+)
+
+
+def check_state(
+    text: str, *, triplet: Triplet | None = None, min_words: int = 4, max_words: int = 60
+) -> tuple[str, str | None]:
     """Q2's format check: one descriptive sentence (its first line), or the reason it fails.
+
+    The sentence must not echo the prompt, talk about the task ("Sorry, ...", "Corrections: the sentence ..."),
+    start with a ``Label:``, or copy an in-context example; with ``triplet``, it must be about that triplet:
+    share a word (first 4 letters) with its subject, action or object, or open with a pronoun ("She leans ...").
 
     Example:
         >>> check_state("He grips the reins and leans forward.\\nCaption: ...")
         ('He grips the reins and leans forward.', None)
+        >>> check_state("A cat is eating a mouse.", triplet=("man", "pointing", "camera"))[1]
+        'description is not about the triplet (no word of its subject, action or object)'
     """
     line = next((ln.strip() for ln in (text or "").splitlines() if ln.strip()), "")
     line = re.sub(r"^(?:state|answer)\s*:\s*", "", line, flags=re.IGNORECASE).strip().strip("\"'")
@@ -166,8 +181,16 @@ def check_state(text: str, *, min_words: int = 4, max_words: int = 60) -> tuple[
         return "", "description repeats the prompt instead of describing"
     if line.endswith(":"):
         return "", "description is an unfinished lead-in"
+    if _LABEL_RE.match(line):
+        return "", "description starts with a label instead of describing"
+    if _META_RE.search(line):
+        return "", "description talks about the task instead of describing"
     if low.rstrip(". ") in _EXAMPLE_TEXTS:
         return "", "description copies an in-context example"
+    if triplet is not None:
+        first = re.sub(r"[^a-z]", "", words[0].lower())
+        if first not in _PRONOUNS and not (_stems(" ".join(triplet)) & _stems(line)):
+            return "", "description is not about the triplet (no word of its subject, action or object)"
     return line, None
 
 
@@ -258,7 +281,7 @@ class KnowledgeExtractor:
             retry = []
             for (i, j), answer in zip(jobs, answers, strict=True):
                 out[i].attempts += 1
-                state, error = check_state(answer)
+                state, error = check_state(answer, triplet=out[i].triplets[j])
                 if error is None:
                     out[i].states[j] = state
                 else:
