@@ -86,3 +86,50 @@ def test_cli_augment_stats(tmp_path: Path) -> None:
     records.write_text("{broken\n")
     bad = CliRunner().invoke(app, ["augment", "stats", str(records), "-o", str(tmp_path / "r2")])
     assert bad.exit_code == 2 and "aug.jsonl, line 1" in bad.output
+
+
+def test_shearing_summary_counts_hand_made_records(tmp_path: Path) -> None:
+    from lumir.augment.stats import shearing_summary
+
+    recs = [
+        {
+            "model": "m",
+            "kind": "llm-paraphrase",
+            "raw": "a dog runs. It is fast",
+            "text": "a dog runs",
+            "cut": True,
+            "complete": True,
+        },
+        {
+            "model": "m",
+            "kind": "llm-paraphrase",
+            "raw": "a cat on the",
+            "text": "a cat on the",
+            "cut": False,
+            "complete": False,
+        },
+        {"model": "m", "kind": "llm-paraphrase", "raw": "", "text": "", "cut": False, "complete": False},
+        {
+            "model": "m",
+            "kind": "llm-paraphrase",
+            "raw": "two birds",
+            "text": "two birds",
+            "cut": False,
+            "complete": True,
+        },
+    ]
+    sh = shearing_summary(recs)["m (llm-paraphrase)"]
+    assert sh == {
+        "records": 4,
+        "cut_share": 0.25,
+        "incomplete_share": 0.5,
+        "empty_share": 0.25,
+        "usable_share": 0.5,
+        "mean_words_generated": 3.0,  # (6 + 4 + 0 + 2) / 4
+        "mean_words_sheared": 2.25,  # (3 + 4 + 0 + 2) / 4
+    }
+    write_caption_report({"x": ["a dog"]}, tmp_path, records=recs)
+    assert (
+        "| m (llm-paraphrase) | 4 | 25.0% | 50.0% | 25.0% | 50.0% | 3.0 | 2.25 |"
+        in (tmp_path / "report.md").read_text()
+    )

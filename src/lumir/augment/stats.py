@@ -39,6 +39,7 @@ __all__ = [
     "groups_from_records",
     "plot_lengths",
     "plot_nouns",
+    "shearing_summary",
     "write_caption_report",
 ]
 
@@ -206,6 +207,33 @@ def groups_from_records(
     return groups
 
 
+def shearing_summary(records: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per ``"<model> (<kind>)"``: how shearing treated the generations (shares of records, mean word counts).
+
+    ``cut``: shearing dropped a tail; ``incomplete``: the T cap hit mid-clause or nothing was left; ``empty``: no
+    text after shearing; ``usable``: non-empty and complete (what training uses by default).
+    """
+    acc: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        acc.setdefault(f"{rec.get('model')} ({rec.get('kind', '?')})", []).append(rec)
+    out: dict[str, dict[str, float]] = {}
+    for name, recs in acc.items():
+        n = len(recs)
+        empty = [not str(r.get("text") or "").strip() for r in recs]
+        out[name] = {
+            "records": n,
+            "cut_share": round(sum(bool(r.get("cut")) for r in recs) / n, 4),
+            "incomplete_share": round(sum(not r.get("complete", False) for r in recs) / n, 4),
+            "empty_share": round(sum(empty) / n, 4),
+            "usable_share": round(
+                sum(bool(r.get("complete")) and not e for r, e in zip(recs, empty, strict=True)) / n, 4
+            ),
+            "mean_words_generated": round(statistics.fmean(_word_count(str(r.get("raw") or "")) for r in recs), 2),
+            "mean_words_sheared": round(statistics.fmean(_word_count(str(r.get("text") or "")) for r in recs), 2),
+        }
+    return out
+
+
 def _pyplot() -> Any:
     matplotlib = require("matplotlib", extra="augment")
     matplotlib.use("Agg", force=True)
@@ -257,7 +285,9 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     return path
 
 
-def _markdown(stats: Mapping[str, CaptionStats], reference: str | None, top: int) -> str:
+def _markdown(
+    stats: Mapping[str, CaptionStats], reference: str | None, top: int, shearing: Mapping[str, Mapping[str, float]]
+) -> str:
     ref = stats.get(reference) if reference else None
     ref_nouns = {w for w, _ in ref.top_nouns[:top]} if ref else set()
     unit = next(iter(stats.values())).length_unit if stats else "words"
@@ -274,6 +304,18 @@ def _markdown(stats: Mapping[str, CaptionStats], reference: str | None, top: int
             f"| {s.name} | {s.captions:,} | {s.mean_length} | {s.median_length:g} | {s.p90_length:g} | "
             f"{s.distinct_nouns:,} |" + (f" {shared}/{top} |" if ref else "")
         )
+    if shearing:
+        lines += [
+            "",
+            "| source | records | cut by shearing | incomplete | empty | usable | words generated | words kept |",
+            "|:---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, sh in shearing.items():
+            lines.append(
+                f"| {name} | {int(sh['records']):,} | {sh['cut_share']:.1%} | {sh['incomplete_share']:.1%} | "
+                f"{sh['empty_share']:.1%} | {sh['usable_share']:.1%} | {sh['mean_words_generated']} | "
+                f"{sh['mean_words_sheared']} |"
+            )
     lines += ["", f"Most frequent nouns (count), top {top}:", ""]
     for s in stats.values():
         lines.append(f"- **{s.name}**: " + ", ".join(f"{w} ({c})" for w, c in s.top_nouns[:top]))
@@ -290,23 +332,27 @@ def write_caption_report(
     length: Callable[[str], int] | None = None,
     length_unit: str = "words",
     source: Mapping[str, Any] | None = None,
+    records: Iterable[Mapping[str, Any]] = (),
 ) -> dict[str, CaptionStats]:
     """Compute :func:`caption_statistics` and write ``stats.json``, ``report.md``, ``nouns.png``, ``lengths.png``.
 
     ``reference`` names the group the others' top nouns are compared with (skipped when absent); ``source``
-    (e.g. the input files) is recorded in ``stats.json`` with the versions.
+    (e.g. the input files) is recorded in ``stats.json`` with the versions; ``records`` (augmentation records) add
+    a :func:`shearing_summary` table.
     """
     out = Path(output_dir)
     stats = caption_statistics(groups, top=top, length=length, length_unit=length_unit)
     plot_nouns(stats, out / "nouns.png", top=min(top, 15))
     plot_lengths(stats, out / "lengths.png")
     reference = reference if reference in stats else None
-    atomic_write_text(out / "report.md", _markdown(stats, reference, top))
+    shearing = shearing_summary(records)
+    atomic_write_text(out / "report.md", _markdown(stats, reference, top, shearing))
     payload = {
         "format": "lumir-caption-stats/1",
         "noun_finder": "lemminflect lexicon + closed-class/verb-context rules",
         "source": dict(source or {}),
         "groups": {k: v.to_dict() for k, v in stats.items()},
+        "shearing": shearing,
         "versions": versions(),
     }
     atomic_write_text(out / "stats.json", json.dumps(payload, indent=1, ensure_ascii=False) + "\n")

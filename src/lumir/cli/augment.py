@@ -169,6 +169,7 @@ def stats(
         if field not in ("text", "raw"):
             raise ValueError(f"--field must be text or raw, got {field!r}")
         groups: dict[str, list[str]] = {}
+        all_records: list[dict] = []
         if raw is not None:
             fmt = "flickr8k-captions" if raw.is_dir() else "auto"
             groups["raw"] = [str(it.text) for it in load_corpus(raw, fmt, split=split) if it.text]
@@ -180,12 +181,17 @@ def stats(
                         lines.append(json.loads(line))
                     except json.JSONDecodeError as err:
                         raise DataFormatError(f"not JSON ({err})", path=path, line=n) from err
+            all_records.extend(lines)
             for name, texts in groups_from_records(lines, field_name=field, path=path).items():
                 groups.setdefault(name, []).extend(texts)
         if not groups:
             raise ValueError("no captions: give caption jsonl files and/or --raw")
         result = write_caption_report(
-            groups, output, top=top, source={"records": [str(p) for p in records], "raw": str(raw), "field": field}
+            groups,
+            output,
+            top=top,
+            source={"records": [str(p) for p in records], "raw": str(raw), "field": field},
+            records=all_records,
         )
     except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
