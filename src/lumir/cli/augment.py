@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from lumir.errors import LumirError
 from lumir.types import Item
+
+
+def _chat_model(spec: str, cache: Path | None, no_cache: bool) -> Any:
+    """Load a ChatModel by spec, wrapped in the on-disk LLM cache unless ``no_cache``."""
+    from lumir.models.chat import CachedChatModel, load_chat_model
+    from lumir.rerank.registry import default_llm_cache
+
+    chat = load_chat_model(spec)
+    return chat if no_cache else CachedChatModel(chat, cache or default_llm_cache())
 
 
 def first_per_image(captions: list[Item], n: int) -> list[Item]:
@@ -48,8 +57,6 @@ def knowledge(
     """Action triplets and action-state descriptions for each caption (action-aware prompt tuning §3.2)."""
     from lumir.augment.knowledge import KnowledgeExtractor
     from lumir.data.sources import load_corpus
-    from lumir.models.chat import CachedChatModel, load_chat_model
-    from lumir.rerank.registry import default_llm_cache
 
     try:
         if fmt == "auto" and source.is_dir():
@@ -58,9 +65,7 @@ def knowledge(
         items = [(it.id, it.text) for it in corpus if it.text]
         if limit is not None:
             items = items[:limit]
-        chat = load_chat_model(llm)
-        if not no_llm_cache:
-            chat = CachedChatModel(chat, llm_cache or default_llm_cache())
+        chat = _chat_model(llm, llm_cache, no_llm_cache)
         counts = KnowledgeExtractor(chat, max_retries=max_retries).run(items, output, batch_size=batch_size)
     except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
@@ -99,8 +104,6 @@ def captions(
     from lumir.augment.caption import CaptionParaphraser, MultiViewCaptioner, token_counter
     from lumir.augment.shearing import shearing_budget
     from lumir.data.sources import detect_format, load_corpus
-    from lumir.models.chat import CachedChatModel, load_chat_model
-    from lumir.rerank.registry import default_llm_cache
 
     try:
         if mode not in ("caption", "paraphrase"):
@@ -124,10 +127,7 @@ def captions(
             items = items[:limit]
         if not items:
             raise ValueError(f"{source} holds no {'images' if mode == 'caption' else 'captions'} to work on")
-        pool = {}
-        for spec in llm:
-            chat = load_chat_model(spec)
-            pool[spec] = chat if no_llm_cache else CachedChatModel(chat, llm_cache or default_llm_cache())
+        pool = {spec: _chat_model(spec, llm_cache, no_llm_cache) for spec in llm}
         if max_new_tokens is None:
             if not texts:
                 raise ValueError("no raw captions to measure T from; pass --max-new-tokens")
@@ -169,7 +169,7 @@ def stats(
         if field not in ("text", "raw"):
             raise ValueError(f"--field must be text or raw, got {field!r}")
         groups: dict[str, list[str]] = {}
-        all_records: list[dict] = []
+        all_records: list[dict[str, Any]] = []
         if raw is not None:
             fmt = "flickr8k-captions" if raw.is_dir() else "auto"
             groups["raw"] = [str(it.text) for it in load_corpus(raw, fmt, split=split) if it.text]
