@@ -76,6 +76,23 @@ def test_format_checks() -> None:
     assert check_state(about, triplet=("man", "pointing", "camera")) == (about, None)
     assert check_state("She leans forward, arms out.", triplet=("girl", "climbing", "fence"))[1] is None
     assert check_state("A cat is eating a mouse.")[1] is None  # no triplet given: format only
+    # real Qwen2.5-Coder answers that paste the in-context examples (benchmarks/knowledge_qwen.json, first run)
+    girls = "A bunch of girls in cheerleader outfits ."
+    assert parse_triplets("(girl, is, small)\n(girl, wears, cheerleader outfits)", caption=girls) == (
+        [("girl", "wears", "cheerleader outfits")],
+        None,
+    )
+    assert parse_triplets("(girl, is, small)", caption="A small girl in the park")[0] == [("girl", "is", "small")]
+    pasted = "The girl is studying with a laptop at the table."
+    dress = ("girl", "wears", "white dress")
+    assert check_state(pasted, triplet=dress, caption="A girl in a white dress .")[1] == (
+        "description borrows words of an in-context example"
+    )
+    posture = "The boy is running through the woodland, maintaining a stable posture."
+    assert check_state(posture, triplet=("boy", "running", "woodland"), caption="A boy runs in woodland .")[1]
+    own = "The dog stands on the sandy beach, watching the Frisbee."
+    beach = "A dog with a red Frisbee standing on a sandy beach ."
+    assert check_state(own, triplet=("dog", "stands on", "sandy beach"), caption=beach) == (own, None)
     grounded_only = parse_triplets("(man, sits on, bench)\n(cyclist, riding, pavement)", caption="A cyclist rides.")
     assert grounded_only == ([("cyclist", "riding", "pavement")], None)
     assert parse_triplets("(man, sits on, bench)", caption="A cat sleeps.")[1].startswith("no triplet is grounded")

@@ -32,6 +32,7 @@ __all__ = [
     "ActionKnowledge",
     "KnowledgeExtractor",
     "check_state",
+    "copies_example_words",
     "grounded",
     "parse_triplets",
     "q1_prompt",
@@ -81,6 +82,9 @@ Q2_EXAMPLES: tuple[tuple[str, Triplet, str], ...] = (
 _EXAMPLE_TEXTS = {x.lower().rstrip(". ") for c, _, d in Q2_EXAMPLES for x in (c, d)} | {
     c.lower().rstrip(". ") for c, _ in Q1_EXAMPLES
 }
+_EXAMPLE_TRIPLETS = {tuple(x.lower() for x in t) for _, ts in Q1_EXAMPLES for t in ts} | {
+    tuple(x.lower() for x in t) for _, t, _ in Q2_EXAMPLES
+}
 _TRIPLET_RE = re.compile(r"\(\s*([^(),\n]+?)\s*,\s*([^(),\n]+?)\s*,\s*([^(),\n]+?)\s*\)")
 
 
@@ -104,6 +108,32 @@ def _stems(text: str) -> set[str]:
     return {w[:4] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3}
 
 
+_EXAMPLE_CONTENT = {
+    w[:4]
+    for _, _, d in Q2_EXAMPLES
+    for w in re.findall(r"[a-z]+", d.lower())
+    if len(w) >= 4 and w not in {"with", "their", "from", "that", "this", "into", "while", "through"}
+} | {
+    w[:4]
+    for c, _, _ in Q2_EXAMPLES
+    for w in re.findall(r"[a-z]+", c.lower())
+    if len(w) >= 4 and w not in {"with", "through"}
+}
+
+
+def copies_example_words(state: str, context: str, *, limit: int = 3) -> bool:
+    """Whether ``state`` holds ``limit`` or more content words of Q2's in-context examples that ``context`` (the
+    caption and triplet) lacks: "... studying with a laptop", "... maintaining a stable posture".
+
+    Example:
+        >>> copies_example_words("The boy runs, maintaining a stable posture.", "A boy runs (boy, runs, field)")
+        True
+        >>> copies_example_words("The dog's eyes are fixed on the ball.", "A dog and a ball (dog, chases, ball)")
+        False
+    """
+    return len((_stems(state) & _EXAMPLE_CONTENT) - _stems(context)) >= limit
+
+
 def grounded(triplet: Triplet, caption: str) -> bool:
     """Whether the triplet's subject or object shares a word (first 4 letters) with the caption.
 
@@ -120,8 +150,9 @@ def parse_triplets(
 ) -> tuple[list[Triplet], str | None]:
     """Q1's format check: the ``(subject, action, object)`` triplets of an answer, or the reason it fails.
 
-    With ``caption``, triplets not grounded in it (:func:`grounded`; e.g. copied from the in-context examples) are
-    dropped, and an answer left with none fails.
+    With ``caption``, triplets not grounded in it (:func:`grounded`), and in-context example triplets whose words
+    are not all in it (e.g. ``(girl, is, small)`` for "A bunch of girls ..."), are dropped; an answer left with none
+    fails.
 
     Example:
         >>> parse_triplets("(man, rides, horse)\\n(horse, is, brown)")
@@ -141,7 +172,13 @@ def parse_triplets(
     if not found:
         return [], "no (subject, action, object) triplet found"
     if caption is not None:
-        found = [t for t in found if grounded(t, caption)]
+        words = _stems(caption)
+        found = [
+            t
+            for t in found
+            if grounded(t, caption)
+            and (tuple(x.lower() for x in t) not in _EXAMPLE_TRIPLETS or _stems(" ".join(t)) <= words)
+        ]
         if not found:
             return [], "no triplet is grounded in the caption (copied examples?)"
     return found[:max_triplets], None
@@ -155,13 +192,19 @@ _META_RE = re.compile(
 
 
 def check_state(
-    text: str, *, triplet: Triplet | None = None, min_words: int = 4, max_words: int = 60
+    text: str,
+    *,
+    triplet: Triplet | None = None,
+    caption: str | None = None,
+    min_words: int = 4,
+    max_words: int = 60,
 ) -> tuple[str, str | None]:
     """Q2's format check: one descriptive sentence (its first line), or the reason it fails.
 
     The sentence must not echo the prompt, talk about the task ("Sorry, ...", "Corrections: the sentence ..."),
     start with a ``Label:``, or copy an in-context example; with ``triplet``, it must be about that triplet:
-    share a word (first 4 letters) with its subject, action or object, or open with a pronoun ("She leans ...").
+    share a word (first 4 letters) with its subject, action or object, or open with a pronoun ("She leans ...");
+    with ``caption`` too, it must not borrow the examples' content words (:func:`copies_example_words`).
 
     Example:
         >>> check_state("He grips the reins and leans forward.\\nCaption: ...")
@@ -191,6 +234,8 @@ def check_state(
         first = re.sub(r"[^a-z]", "", words[0].lower())
         if first not in _PRONOUNS and not (_stems(" ".join(triplet)) & _stems(line)):
             return "", "description is not about the triplet (no word of its subject, action or object)"
+        if caption is not None and copies_example_words(line, f"{caption} {' '.join(triplet)}"):
+            return "", "description borrows words of an in-context example"
     return line, None
 
 
@@ -281,7 +326,7 @@ class KnowledgeExtractor:
             retry = []
             for (i, j), answer in zip(jobs, answers, strict=True):
                 out[i].attempts += 1
-                state, error = check_state(answer, triplet=out[i].triplets[j])
+                state, error = check_state(answer, triplet=out[i].triplets[j], caption=out[i].caption)
                 if error is None:
                     out[i].states[j] = state
                 else:
