@@ -9,7 +9,7 @@ Nouns are found with a lexicon heuristic, not a tagger (no tagger model is insta
 a noun when `lemminflect <https://github.com/bjascob/LemmInflect>`_'s lexicon lists it as one, it is not a
 closed-class word (determiners, pronouns, prepositions, numbers, ...), and its neighbours do not force another
 reading: a word that can be an adjective counts only after a determiner and before a non-noun ("the red" yes,
-"a red shirt" no); one that can be a verb does not count after "is/are/to/...", as an ``-ing`` form without a
+"a red shirt" and "a black and white dog" no); one that can be a verb does not count after "is/are/to/...", as an ``-ing`` form without a
 determiner or adjective before it ("a dog running"), or right after a noun when it agrees with that noun or takes
 a determiner ("a man climbs", "children play", "people make a pose"). Words the lexicon does not know count as
 nouns unless they look like adverbs or participles (captions' unknown words are mostly compound nouns:
@@ -85,7 +85,8 @@ def _noun_lemma(words: Sequence[str], i: int, prev_lemma: str | None) -> str | N
     prev = words[i - 1] if i else ""
     nxt = words[i + 1] if i + 1 < len(words) else ""
     next_noun = bool(nxt) and nxt not in _CLOSED_CLASS and "NOUN" in _lemmas(nxt)
-    if "ADJ" in lemmas and (next_noun or prev not in _DETERMINERS):  # "a red shirt", "is small"
+    if "ADJ" in lemmas and (next_noun or nxt in ("and", "or") or prev not in _DETERMINERS):  # "a red shirt",
+        # "is small", "a black and white dog"
         return None
     if "VERB" in lemmas:
         if prev in _VERB_CONTEXT:  # "is running", "to swim"
@@ -252,7 +253,7 @@ def plot_nouns(stats: Mapping[str, CaptionStats], path: str | Path, *, top: int 
         total = sum(s.length_histogram.values()) or 1
         ax.barh([w for w, _ in pairs], [c / total * 100 for _, c in pairs], color="#4c72b0")
         ax.set_title(f"{s.name}\n{s.captions:,} captions", fontsize=9)
-        ax.set_xlabel("% of captions", fontsize=8)
+        ax.set_xlabel("occurrences per 100 captions", fontsize=8)
         ax.tick_params(labelsize=8)
     fig.suptitle("Most frequent nouns per caption source", fontsize=10)
     fig.tight_layout()
