@@ -24,7 +24,7 @@ pytest.importorskip("lemminflect")
         ("The children play on the swings in the park", ["child", "swing", "park"]),
         ("A girl is going to swim in the pool", ["girl", "pool"]),
         ("a woman walking her dog on the beach", ["woman", "dog", "beach"]),
-        ("A black and white dog jumps over a log", ["dog", "log"]),
+        ("A black and white dog jumps over a fence", ["dog", "fence"]),
         ("", []),
     ],
 )

@@ -9,12 +9,13 @@ Nouns are found with a lexicon heuristic, not a tagger (no tagger model is insta
 a noun when `lemminflect <https://github.com/bjascob/LemmInflect>`_'s lexicon lists it as one, it is not a
 closed-class word (determiners, pronouns, prepositions, numbers, ...), and its neighbours do not force another
 reading: a word that can be an adjective counts only after a determiner and before a non-noun ("the red" yes,
-"a red shirt" and "a black and white dog" no); one that can be a verb does not count after "is/are/to/...", as an ``-ing`` form without a
-determiner or adjective before it ("a dog running"), or right after a noun when it agrees with that noun or takes
-a determiner ("a man climbs", "children play", "people make a pose"). Words the lexicon does not know count as
-nouns unless they look like adverbs or participles (captions' unknown words are mostly compound nouns:
-"skateboarder"). Nouns are counted by lemma ("dogs" → "dog"). It is a heuristic, tested on hand-tagged captions,
-not a tagger. Install ``lumir[augment]``.
+"a red shirt" and "a black and white dog" no); one that can be a verb does not count after "is/are/to/...", as
+an ``-ing`` form without a determiner or adjective before it ("a dog running"), or right after a noun when it
+agrees with that noun or takes a determiner ("a man climbs", "children play", "people make a pose"). Words the
+lexicon does not know count as nouns unless they look like adverbs or participles (captions' unknown words are
+mostly compound nouns: "skateboarder"). Nouns are counted by lemma ("dogs" → "dog"). It is a heuristic, tested
+on hand-tagged captions, not a tagger, and it inherits the lexicon's gaps ("log" is listed as a verb only).
+Install ``lumir[augment]``.
 """
 
 from __future__ import annotations
