@@ -10,9 +10,12 @@ For each seed both variants train from ``recipes/mini/flickr8k.yaml`` (``train.s
 cached test features (the same frozen towers and heads that ``lumir eval flickr8k --embedder mini:DIR`` runs; the
 seed-0 raw model is the shipped one, whose ``lumir eval`` figures are in BENCHMARKS.md).
 
-Usage (each ``--variant NAME=FILE[,FILE...]`` adds the records of those files; ``raw`` is always trained):
+Usage (each ``--variant NAME=FILE[,FILE...]`` adds the records of those files; each ``--control
+NAME=KEY=VALUE[;...]`` trains on raw captions with recipe overrides; ``raw`` is always trained):
     python benchmarks/augmented_mini.py --variant raw+smollm2=runs/aug/smollm2.jsonl \
         --variant raw+smollm2+qwen=runs/aug/smollm2.jsonl,runs/aug/qwen.jsonl --seeds 0,1,2
+    python benchmarks/augmented_mini.py --control raw-18ep=train.epochs=18 --control raw-16ep=train.epochs=16 \
+        --output benchmarks/augmented_mini_controls.json
 """
 
 from __future__ import annotations
@@ -56,7 +59,13 @@ def test_features(data: Path, cache_dir: Path) -> tuple[torch.Tensor, torch.Tens
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", action="append", required=True, help="NAME=FILE[,FILE...] (repeatable)")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=FILE[,FILE...] (repeatable)")
+    parser.add_argument(
+        "--control",
+        action="append",
+        default=[],
+        help="NAME=KEY=VALUE[;KEY=VALUE...]: raw captions with recipe overrides, e.g. raw-18ep=train.epochs=18",
+    )
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--data", type=Path, default=None, help="folder holding flickr8k/")
     parser.add_argument("--runs", type=Path, default=Path("runs/mini/augmented"))
@@ -70,6 +79,13 @@ def main() -> None:
         if not sep or not files:
             parser.error(f"--variant {spec!r} must look like NAME=FILE[,FILE...]")
         variants[name] = [f"data.augmented=[{files}]"]
+    for spec in args.control:
+        name, sep, sets = spec.partition("=")
+        if not sep or "=" not in sets:
+            parser.error(f"--control {spec!r} must look like NAME=KEY=VALUE[;KEY=VALUE...]")
+        variants[name] = sets.split(";")
+    if len(variants) == 1:
+        parser.error("give at least one --variant or --control")
     rows: list[dict[str, Any]] = []
     seeds = [int(s) for s in args.seeds.split(",")]
     for seed in seeds:

@@ -104,8 +104,15 @@ def q2_prompt(caption: str, triplet: Triplet) -> str:
     return f"{Q2_INSTRUCTION}\n\n{shots}\n\nCaption: {caption}\nTriplet: {_fmt(triplet)}\nState:"
 
 
+# function words never make a triplet "grounded" or a state "about" it: "(the lady, ...)" and "A guard guards the box"
+# share only "the"
+_FUNCTION_WORDS = frozenset(
+    "the and are for with from into onto was were has have its his her their this that these those who while".split()  # noqa: SIM905
+)
+
+
 def _stems(text: str) -> set[str]:
-    return {w[:4] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3}
+    return {w[:4] for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3 and w not in _FUNCTION_WORDS}
 
 
 _EXAMPLE_CONTENT = {
