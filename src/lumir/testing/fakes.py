@@ -33,6 +33,16 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 
 
+RUNTIME_OPTIONS = frozenset({"device", "show_progress", "sort_by_length"})
+"""Options that change where or how fast a real embedder runs, never its vectors: the fakes accept and ignore them."""
+
+
+def _runtime_only(name: str, options: Mapping[str, Any]) -> None:
+    extra = sorted(set(options) - RUNTIME_OPTIONS)
+    if extra:
+        raise TypeError(f"{name} takes no options {extra}")
+
+
 def _check(embedder: Any, items: Sequence[Item]) -> None:
     bad = [it.id for it in items if it.modality not in embedder.modalities]
     if bad:
@@ -54,8 +64,9 @@ class HashEmbedder:
 
     modalities = frozenset(Modality)
 
-    def __init__(self, dim: int = 32) -> None:
-        self.dim = dim
+    def __init__(self, dim: int = 32, **runtime: Any) -> None:
+        _runtime_only(type(self).__name__, runtime)
+        self.dim = int(dim)
 
     def _vector(self, item: Item) -> np.ndarray:
         h = hashlib.sha256()
@@ -92,6 +103,9 @@ class ColorEmbedder:
 
     modalities = frozenset(Modality)
     dim = 3
+
+    def __init__(self, **runtime: Any) -> None:
+        _runtime_only(type(self).__name__, runtime)
 
     def _text(self, text: str) -> np.ndarray:
         v = np.zeros(3, dtype=np.float32)

@@ -266,7 +266,7 @@ def cache_text_features(
     if missing:
         raise ValueError(f"{len(missing)} items have no text (first: {missing[:5]})")
     if model is None:
-        from lumir.embed.registry import minilm_path
+        from lumir.models.text import minilm_path
 
         model = SentenceTransformerModel.from_folder(minilm_path())
     st = model
