@@ -25,10 +25,9 @@ import torch
 from lumir.config import versions
 from lumir.data.flickr8k import load_flickr8k
 from lumir.embed import load_embedder
-from lumir.models.text import minilm_path
 from lumir.eval.tasks import default_data_root
 from lumir.models.mini import ImageFeatureExtractor
-from lumir.models.text import SentenceTransformerModel
+from lumir.models.text import SentenceTransformerModel, minilm_path
 from lumir.train.features import text_features
 
 

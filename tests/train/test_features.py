@@ -96,8 +96,7 @@ def test_unreadable_image_is_named(tmp_path: Path, extractor: ImageFeatureExtrac
 
 
 def test_text_cache_matches_the_text_model(tiny_flickr8k: Path, tmp_path: Path) -> None:
-    from lumir.models.text import minilm_path
-    from lumir.models.text import SentenceTransformerModel
+    from lumir.models.text import SentenceTransformerModel, minilm_path
 
     _, captions = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
     model = SentenceTransformerModel.from_folder(minilm_path())

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from lumir.embed.base import BaseEmbedder, EmbedInput
 from lumir.embed.clip import ClipEmbedder
-from lumir.embed.instructions import InstructionSet, apply_instruction, format_string, mbeir_task_name
 from lumir.embed.factories import embedder_types, load_embedder, register_embedder
+from lumir.embed.instructions import InstructionSet, apply_instruction, format_string, mbeir_task_name
 from lumir.embed.text import TextEmbedder
 from lumir.models.text import minilm_path
 

