@@ -22,7 +22,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lumir.augment.caption import CaptionParaphraser, token_counter
-from lumir.augment.shearing import shearing_budget
+from lumir.augment.shearing import DEFAULT_SHEAR_RULE, SHEAR_RULES, shearing_budget
 from lumir.config import write_json
 from lumir.data.flickr8k import load_flickr8k
 from lumir.eval.tasks import default_data_root
@@ -51,10 +51,13 @@ def main() -> None:
     p.add_argument("--paraphrase", type=int, default=0)
     p.add_argument("--cache", type=Path, default=Path("runs/bench/llm-cache.sqlite"))
     p.add_argument("--output", type=Path)
+    p.add_argument(
+        "--shear-rule", choices=SHEAR_RULES, default=DEFAULT_SHEAR_RULE, help="§7.1 appendix or §3.4 clause"
+    )
     args = p.parse_args()
     sets = caption_sets()
     models = {name: load_chat_model(name, n_ctx=1024) for name in LLMS}
-    result: dict[str, Any] = {"T": {}, "paraphrase": {}}
+    result: dict[str, Any] = {"T": {}, "paraphrase": {}, "shear_rule": args.shear_rule}
     for set_name, caps in sets.items():
         row = {"captions": len(caps), "words": shearing_budget(caps, lambda s: len(s.split()))}
         row["mean_words"] = round(statistics.mean(len(c.split()) for c in caps), 2)
@@ -67,9 +70,9 @@ def main() -> None:
         items = caps[: args.paraphrase]
         for name, model in models.items():
             t = result["T"]["flickr8k/train_4k"][name]
-            recs = CaptionParaphraser({name: CachedChatModel(model, args.cache)}, max_new_tokens=t).records(
-                items, name
-            )
+            recs = CaptionParaphraser(
+                {name: CachedChatModel(model, args.cache)}, max_new_tokens=t, shear_rule=args.shear_rule
+            ).records(items, name)
             count = token_counter(model)
             n = len(recs)
             result["paraphrase"][name] = {

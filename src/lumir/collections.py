@@ -24,7 +24,9 @@ class Corpus(Sequence[Item]):
         (1, 'x')
     """
 
-    def __init__(self, items: Iterable[Item]) -> None:
+    def __init__(self, items: Iterable[Item], *, source: Mapping[str, Any] | None = None) -> None:
+        self.source: dict[str, Any] | None = dict(source) if source is not None else None
+        """The data-source spec it was loaded from (:data:`lumir.registry.SOURCES`), if any."""
         self._items: list[Item] = list(items)
         self._pos: dict[str, int] = {}
         for i, item in enumerate(self._items):
@@ -211,6 +213,16 @@ class RetrievalTask:
     candidate_modality: Modality | None = None
     metrics: tuple[str, ...] = ("R@1", "R@5", "R@10")
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def spec(self) -> dict[str, Any]:
+        """The task spec that rebuilds this task (``lumir.eval.load_tasks(task.spec())``).
+
+        Raises:
+            ValueError: the task was built in code, not loaded from a spec.
+        """
+        if "spec" not in self.meta:
+            raise ValueError(f"task {self.name!r} was built in code; it has no spec to rebuild it from")
+        return dict(self.meta["spec"])
 
     def __repr__(self) -> str:
         return f"RetrievalTask({self.name!r}, {len(self.queries)} queries, {len(self.corpus)} candidates)"

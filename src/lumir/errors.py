@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def with_cli_message(err: E, message: str) -> E:
+    """Attach the command-line wording of an error (naming CLI flags, not Python keyword arguments).
+
+    The library raises ``err`` with its Python wording; the ``lumir`` CLI prints ``message`` instead.
+    """
+    err.cli_message = message  # type: ignore[attr-defined]
+    return err
 
 
 class LumirError(Exception):

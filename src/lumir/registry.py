@@ -333,11 +333,11 @@ class Registry(Generic[T]):
 
 EMBEDDERS: Registry[Any] = Registry("embedder", fallback="lumir.embed.factories:detect_spec")
 INDEXES: Registry[Any] = Registry("index")
-CHAT_MODELS: Registry[Any] = Registry("chat model")
+CHAT_MODELS: Registry[Any] = Registry("chat model", fallback="lumir.models.chat.registry:parse_fallback")
 RERANKERS: Registry[Any] = Registry("reranker")
 REWRITERS: Registry[Any] = Registry("rewriter")
 AUGMENTERS: Registry[Any] = Registry("augmenter")
-TASKS: Registry[Any] = Registry("task")
+TASKS: Registry[Any] = Registry("task", fallback="lumir.eval.tasks:parse_directional")
 SOURCES: Registry[Any] = Registry("data source")
 RECIPES: Registry[Any] = Registry("recipe kind")
 

@@ -75,7 +75,8 @@ class ImageRef:
         """Decode the image and return it in RGB.
 
         Raises:
-            ImageLoadError: the file is missing, not an image, or corrupt; the message names it.
+            ImageLoadError: the file is missing, not an image, corrupt, or a decompression bomb (more pixels than
+                Pillow decodes safely); the message names it.
         """
         from PIL import Image, UnidentifiedImageError
 
@@ -94,6 +95,11 @@ class ImageRef:
             return img.convert("RGB")
         except ImageLoadError:
             raise
+        except Image.DecompressionBombError as err:  # Pillow refuses images over 2x MAX_IMAGE_PIXELS
+            raise ImageLoadError(
+                f"image {self.describe()} is too large to decode safely ({err}); resize it, or raise "
+                "PIL.Image.MAX_IMAGE_PIXELS if you trust the file"
+            ) from err
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
             raise ImageLoadError(f"cannot decode image {self.describe()}: {err}") from err
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from lumir.augment.caption import (
     CaptionParaphraser,
     MultiViewCaptioner,
     augmented_captions,
+    caption_budgets,
     scaled_epochs,
     token_counter,
 )
+from lumir.augment.decoding import PAPER_MAX_NEW_TOKENS
 from lumir.errors import ModalityError
 from lumir.models.chat.hf import TransformersChatModel
 from lumir.testing.fakes import ScriptedChatModel
@@ -70,11 +73,15 @@ def test_paraphraser_shears_and_labels_its_output(tmp_path: Path) -> None:
     model = ScriptedChatModel({prompt_1: " A dog is running along the shore, near the waves. It", prompt_2: ""})
     recs = CaptionParaphraser({"para": model}, max_new_tokens=8).records(raw, "para")
     assert (
-        recs[0]["text"] == "A dog is running along the shore"
+        recs[0]["text"] == "A dog is running along the shore, near the waves."  # §7.1: up to the first period
         and recs[0]["cut"]
         and recs[0]["kind"] == "llm-paraphrase"
+        and recs[0]["shear_rule"] == "appendix"
+        and recs[0]["decoding"] == {"preset": "greedy"}
     )
     assert recs[1]["text"] == "" and not recs[1]["complete"]
+    clause = CaptionParaphraser({"para": model}, max_new_tokens=8, shear_rule="clause").records(raw, "para")
+    assert clause[0]["text"] == "A dog is running along the shore" and clause[0]["shear_rule"] == "clause"
     items = augmented_captions(raw, recs)
     assert [it.id for it in items] == ["c1", "c2", "c1#para"]
     assert items[2].meta == {
@@ -136,3 +143,108 @@ def test_first_per_image_keeps_the_first_n_captions_of_each_photo() -> None:
     assert [c.id for c in first_per_image(caps, 2)] == ["a#0", "a#1", "b#0", "b#1"]
     with pytest.raises(ValueError, match="--per-image"):
         first_per_image(caps, 0)
+
+
+class RecordingChat(ScriptedChatModel):
+    """A scripted chat model that keeps the decoding keywords of every ``generate`` call."""
+
+    def __init__(self, *args: Any, words_per_token: int = 1, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls_gen: list[dict[str, Any]] = []
+        self.words_per_token = words_per_token
+
+    def count_tokens(self, text: str) -> int:
+        return -(-len(text.split()) // self.words_per_token)
+
+    def generate(self, conversations: Any, **gen: Any) -> list[str]:
+        self.calls_gen.append(gen)
+        return super().generate(conversations, **gen)
+
+
+def test_caps_and_decoding_per_model_are_used_and_recorded() -> None:
+    raw = [Item("c1", text="a dog runs on the beach near the sea"), Item("c2", text="two kids play")]
+    a = RecordingChat(default_reply="Two children are playing football. They laugh")
+    b = RecordingChat(default_reply="Kids play", words_per_token=2)
+    caps = caption_budgets({"a": a, "b": b}, [it.text or "" for it in raw])
+    assert caps == {"a": 6, "b": 4}  # 9 and 3 words: a's tokens mean 6; b's (5 and 2) mean 3.5, rounded up
+    para = CaptionParaphraser({"a": a, "b": b}, max_new_tokens=caps, decoding={"a": "minigpt4"})
+    recs = {r["model"]: r for r in para.records(raw[:1], "a") + para.records(raw[:1], "b")}
+    assert a.calls_gen == [{"max_new_tokens": 6, "temperature": 1.0, "top_p": 0.3}]  # Table 10, Mini-GPT4
+    assert b.calls_gen == [{"max_new_tokens": 4}]  # greedy
+    assert (recs["a"]["T"], recs["b"]["T"]) == (6, 4)
+    assert recs["a"]["decoding"] == {"preset": "minigpt4", "temperature": 1.0, "top_p": 0.3}
+    assert recs["b"]["decoding"] == {"preset": "greedy"}
+    assert recs["a"]["text"] == "Two children are playing football." and recs["a"]["complete"]
+    # "Kids play" is 1 token of b (2 words per token) < T = 4: the model stopped by itself, so it is complete
+    assert recs["b"]["text"] == "Kids play" and recs["b"]["complete"] and recs["b"]["shear_rule"] == "appendix"
+    paper = CaptionParaphraser({"a": a}, max_new_tokens=PAPER_MAX_NEW_TOKENS, decoding="qwen-vl")
+    assert paper.records(raw[:1], "a")[0]["decoding"] == {
+        "preset": "qwen-vl",
+        "temperature": 0.0,
+        "dropped": {"min_new_tokens": 8},
+    }
+    assert a.calls_gen[-1] == {"max_new_tokens": 30, "temperature": 0.0}
+    custom = CaptionParaphraser({"a": a}, max_new_tokens=5, decoding={"a": {"temperature": 0.7, "seed": 3}})
+    assert custom.records(raw[:1], "a")[0]["decoding"] == {"preset": "custom", "temperature": 0.7, "seed": 3}
+    assert a.calls_gen[-1] == {"max_new_tokens": 5, "temperature": 0.7, "seed": 3}
+
+
+def test_cap_decoding_and_rule_errors() -> None:
+    m = ScriptedChatModel()
+    with pytest.raises(ValueError, match="no token cap T for model"):
+        CaptionParaphraser({"a": m, "b": m}, max_new_tokens={"a": 4})
+    with pytest.raises(ValueError, match=">= 1"):
+        CaptionParaphraser({"a": m}, max_new_tokens={"a": 0})
+    with pytest.raises(ValueError, match="not in the pool"):
+        CaptionParaphraser({"a": m}, max_new_tokens=4, decoding={"z": "otter"})
+    with pytest.raises(KeyError, match="unknown decoding preset"):
+        CaptionParaphraser({"a": m}, max_new_tokens=4, decoding="beam")
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        CaptionParaphraser({"a": m}, max_new_tokens=4, decoding={"a": {"max_new_tokens": 9}})
+    with pytest.raises(ValueError, match="shear_rule"):
+        MultiViewCaptioner({"a": m}, max_new_tokens=4, shear_rule="sentence")
+
+
+def test_cli_caps_per_model_tokenizer_paper_cap_decoding_and_rule(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from lumir.cli.main import app
+    from lumir.testing.tiny import save_tiny_llava, save_tiny_sp_lm, tiny_chat_tokenizer, tiny_sp_tokenizer
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, item in enumerate(photos(2)):
+        item.image.load().save(folder / f"p{i}.png")
+        (folder / f"p{i}.txt").write_text("a red dog on the grass")
+    vlm, sp = f"hf:{save_tiny_llava(tmp_path / 'vlm')}", f"hf:{save_tiny_sp_lm(tmp_path / 'sp')}"
+    out = tmp_path / "p.jsonl"
+    res = CliRunner().invoke(
+        app,
+        [
+            *("augment", "captions", str(folder), "-o", str(out), "--llm", vlm, "--llm", sp),
+            *("--mode", "paraphrase", "--no-llm-cache", "--decoding", f"{sp}=otter"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    t_vlm = len(tiny_chat_tokenizer().encode("a red dog on the grass", add_special_tokens=False))
+    t_sp = len(tiny_sp_tokenizer().encode("a red dog on the grass", add_special_tokens=False))
+    assert t_vlm != t_sp  # the two tokenizers disagree, so each model gets its own T
+    assert {r["model"]: r["T"] for r in recs} == {vlm: t_vlm, sp: t_sp}
+    assert f"T = {t_sp} tokens for {sp}" in res.output
+    assert {r["model"]: r["decoding"]["preset"] for r in recs} == {vlm: "greedy", sp: "otter"}
+    caps = tmp_path / "c.jsonl"
+    res = CliRunner().invoke(
+        app,
+        [
+            *("augment", "captions", str(folder), "-o", str(caps), "--llm", vlm, "--no-llm-cache"),
+            *("--budget", "paper", "--decoding", "llava-1.5", "--shear-rule", "clause"),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    recs = [json.loads(line) for line in caps.read_text().splitlines()]
+    assert len(recs) == 2 and all(r["T"] == 30 and r["shear_rule"] == "clause" for r in recs)
+    assert all(r["decoding"] == {"preset": "llava-1.5", "temperature": 0.2, "top_p": 1.0} for r in recs)
+    for bad in (["--budget", "mean"], ["--decoding", "nope=otter"], ["--decoding", "beam"]):
+        res = CliRunner().invoke(app, ["augment", "captions", str(folder), "-o", str(caps), "--llm", vlm, *bad])
+        assert res.exit_code == 2, (bad, res.output)

@@ -126,7 +126,7 @@ def test_jsonl_output_resumes_and_reports_bad_files(tmp_path: Path) -> None:
     assert second == {"done": 2, "skipped": 3, "valid": 2} and model.calls == calls + 2
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == [f"c{i}" for i in range(5)]
-    assert lines[0]["triplets"][0] == ["boy", "kicks", "soccer ball"] and lines[0]["model"]["backend"] == "scripted"
+    assert lines[0]["triplets"][0] == ["boy", "kicks", "soccer ball"] and lines[0]["model"]["type"] == "scripted"
     out.write_text(out.read_text() + "{broken\n")
     with pytest.raises(DataFormatError, match="line 6"):
         KnowledgeExtractor(model).run(items, out, progress=False)
@@ -142,7 +142,7 @@ def test_real_smollm2_produces_checked_knowledge() -> None:
     assert k.valid == (bool(k.triplets) and all(k.states))
     for t in k.triplets:
         assert len(t) == 3 and all(part.strip() for part in t)
-    assert k.model["backend"] == "llama-cpp"
+    assert k.model["type"] == "smollm2-135m-instruct"
 
 
 def test_cli_augment_knowledge_resumes(tmp_path: Path) -> None:

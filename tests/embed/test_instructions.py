@@ -121,3 +121,41 @@ def test_apply_instruction_uniir_and_templates() -> None:
         apply_instruction("what is it?", "Retrieve passages", e5) == "Instruct: Retrieve passages\nQuery: what is it?"
     )
     assert apply_instruction(None, "Retrieve passages", e5) == "Instruct: Retrieve passages\nQuery:"
+
+
+def test_uniir_random_choice_is_reachable_from_a_file_spec(tsv: Path) -> None:
+    from lumir.embed.base import as_instruction_set
+
+    spec = {"path": str(tsv), "choice": "random", "seed": 3}
+    s = as_instruction_set(spec)
+    assert s == InstructionSet.from_mbeir_tsv(tsv, choice="random", seed=3) == InstructionSet.from_dict(spec)
+    assert as_instruction_set(tsv) == InstructionSet.from_mbeir_tsv(tsv)  # a bare path: the first prompt
+    assert as_instruction_set({"path": str(tsv)}) == InstructionSet.from_mbeir_tsv(tsv)
+    assert InstructionSet.from_dict({"path": str(tsv)}, choice="random", seed=1).seed == 1
+    with pytest.raises(ValueError, match="path, choice and seed"):
+        as_instruction_set({"path": str(tsv), "choise": "random"})
+    with pytest.raises(DataFormatError, match="not found"):
+        as_instruction_set({"path": str(tsv.with_name("missing.tsv"))})
+
+
+def test_random_choice_round_trips_through_the_embedder_spec(tsv: Path, tiny_clip_dir: Path) -> None:
+    import json
+
+    import torch
+
+    from lumir.embed import load_embedder
+    from lumir.types import Role
+
+    e = load_embedder("clip:" + str(tiny_clip_dir), instructions={"path": str(tsv), "choice": "random", "seed": 5})
+    spec = json.loads(json.dumps(e.spec()))
+    assert spec["instructions"]["choice"] == "random" and spec["instructions"]["seed"] == 5
+    rebuilt = load_embedder(spec)
+    assert rebuilt.instructions == e.instructions and rebuilt.spec() == spec
+    queries = [Query(f"q{i}", text="a red square", task="mscoco_task0") for i in range(12)]
+    picks = [e.instructions.resolve(q) for q in queries]
+    assert len(set(picks)) == 2  # both MSCOCO text->image prompts are drawn
+    vectors = e.embed(queries, role=Role.QUERY)
+    assert torch.equal(rebuilt.embed(queries, role=Role.QUERY), vectors)
+    first = load_embedder("clip:" + str(tiny_clip_dir), instructions=str(tsv)).embed(queries, role=Role.QUERY)
+    drew_second = [i for i, p in enumerate(picks) if p != e.instructions.by_task["mscoco_task0"][0]]
+    assert drew_second and not torch.allclose(vectors[drew_second], first[drew_second])  # "first" differs there

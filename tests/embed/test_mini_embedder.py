@@ -1,4 +1,5 @@
-"""The shipped lumir-mini embedder: registry and spec round trip, embedding rules, real-photo sanity, CLI use."""
+"""The shipped lumir-mini embedder: registry and spec round trip, embedding rules (heads part and open-vocabulary
+ConSE part), the off switch, real-photo sanity, CLI use."""
 
 from __future__ import annotations
 
@@ -13,15 +14,25 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lumir.embed import load_embedder
-from lumir.embed.mini import MiniEmbedder, shipped_mini_path
+from lumir.embed.mini import MiniEmbedder, imagenet_class_vectors, shipped_mini_path
+from lumir.models.conse import OpenVocabConfig, conse_vectors, mean_probabilities
+from lumir.models.pooling import l2_normalize
 from lumir.types import ImageRef, Item
 
 PHOTOS = {"cat": "chelsea", "coffee": "coffee", "astronaut": "astronaut", "rocket": "rocket"}
+HEADS_DIM, MINILM_DIM = 256, 384
 
 
 @pytest.fixture(scope="module")
 def mini() -> MiniEmbedder:
     embedder = load_embedder("mini")
+    assert isinstance(embedder, MiniEmbedder)
+    return embedder
+
+
+@pytest.fixture(scope="module")
+def mini_off() -> MiniEmbedder:
+    embedder = load_embedder("mini:open_vocab=0")
     assert isinstance(embedder, MiniEmbedder)
     return embedder
 
@@ -38,38 +49,108 @@ def _photos(folder: Path) -> list[Item]:
     return [Item(name, image=ImageRef(str(folder / f"{name}.jpg"))) for name in PHOTOS]
 
 
-def test_shipped_model_is_registered_and_its_spec_round_trips(mini: MiniEmbedder) -> None:
+def test_shipped_model_is_registered_and_its_spec_round_trips(mini: MiniEmbedder, mini_off: MiniEmbedder) -> None:
     assert (shipped_mini_path() / "config.json").is_file() and (shipped_mini_path() / "heads.safetensors").is_file()
-    assert mini.spec() == {"type": "mini", "dtype": "float32"}
+    default = OpenVocabConfig().to_dict()
+    assert mini.spec() == {"type": "mini", "open_vocab": default, "dtype": "float32"}
+    assert mini.open_vocab == OpenVocabConfig() and mini.dim == HEADS_DIM + MINILM_DIM == 640
     assert load_embedder(mini.spec()).spec() == mini.spec()
-    assert mini.dim == mini.heads.dim == 256
+    # the off switch: today's heads-only model, a spec that says so (old index specs, without the key, match neither)
+    assert mini_off.spec() == {"type": "mini", "open_vocab": False, "dtype": "float32"}
+    assert mini_off.dim == mini_off.heads.dim == HEADS_DIM and mini_off.open_vocab is None
+    assert load_embedder(mini_off.spec()).spec() == mini_off.spec()
     assert mini.heads.meta["data"]["split"] == "train_4k"  # trained on the training photos only
     with pytest.raises(ValueError, match="float32 only"):
         MiniEmbedder(dtype="bfloat16")
+    with pytest.raises(RuntimeError, match="open-vocabulary part is off"):
+        mini_off.class_vectors()
 
 
-def test_image_text_and_composed_embeddings_follow_the_documented_rules(mini: MiniEmbedder, photo_dir: Path) -> None:
+def test_heads_from_a_folder_are_heads_only_unless_asked(mini: MiniEmbedder) -> None:
+    folder = load_embedder(f"mini:{shipped_mini_path()}")
+    assert folder.spec() == {"type": "mini", "path": str(shipped_mini_path()), "open_vocab": False, "dtype": "float32"}
+    custom = {"weight": 0.3, "top": 3, "templates": ["a photo of a {}."]}
+    on = load_embedder({"type": "mini", "path": str(shipped_mini_path()), "open_vocab": custom})
+    assert on.spec()["open_vocab"] == custom and on.dim == 640
+    assert load_embedder(on.spec()).spec() == on.spec()
+    assert load_embedder(f"mini:{shipped_mini_path()},open_vocab=1").spec()["open_vocab"] == mini.spec()["open_vocab"]
+
+
+def _heads_only(emb: MiniEmbedder, photos: list[Item]) -> torch.Tensor:
+    """What lumir-mini computed before the open-vocabulary option, step by step."""
+    with torch.no_grad():
+        pixels = emb.images.pixels([p.image.load() for p in photos])  # type: ignore[union-attr]
+        a = F.normalize(emb.heads.image_head(emb.images.from_pixels(pixels)), dim=-1)
+        b = F.normalize(emb.heads.image_head(emb.images.from_pixels(pixels, mirror=True)), dim=-1)
+    return l2_normalize(F.normalize(a + b, dim=-1))
+
+
+def test_the_off_switch_gives_todays_vectors_exactly(mini_off: MiniEmbedder, photo_dir: Path) -> None:
     photos = _photos(photo_dir)
-    img = mini.embed(photos, role="candidate")
-    txt = mini.embed([Item("t", text="a cat")], role="query")
-    assert img.shape == (4, 256)
-    torch.testing.assert_close(img.norm(dim=1), torch.ones(4))
-    with torch.no_grad():  # image = normalised mean of the photo's and its mirror image's embeddings
-        pixels = mini.images.pixels([p.image.load() for p in photos[:1]])  # type: ignore[union-attr]
-        a = F.normalize(mini.heads.image_head(mini.images.from_pixels(pixels)), dim=-1)
-        b = F.normalize(mini.heads.image_head(mini.images.from_pixels(pixels, mirror=True)), dim=-1)
-    torch.testing.assert_close(img[:1], F.normalize(a + b, dim=-1), rtol=1e-4, atol=1e-5)
-    composed = mini.embed([Item("c", text="a cat", image=photos[0].image)], role="query")
+    img = mini_off.embed(photos, role="candidate")
+    assert img.shape == (4, HEADS_DIM)
+    assert torch.equal(img, _heads_only(mini_off, photos))
+    txt = mini_off.embed([Item("t", text="a cat")], role="query")
+    from lumir.models.mini import text_tower_features
+
+    expected = l2_normalize(
+        F.normalize(mini_off.heads.text_head(text_tower_features(mini_off.text_model, ["a cat"])), dim=-1)
+    )
+    assert torch.equal(txt, expected)
+    composed = mini_off.embed([Item("c", text="a cat", image=photos[0].image)], role="query")
     torch.testing.assert_close(composed, F.normalize(img[:1] + txt, dim=-1), rtol=1e-4, atol=1e-5)
 
 
-def test_real_photos_match_their_descriptions(mini: MiniEmbedder, photo_dir: Path) -> None:
-    img = mini.embed(_photos(photo_dir), role="candidate")
-    # Flickr8k-trained: people, animals and scenes work; still lifes such as the coffee cup do not (documented)
-    texts = {"a close up of a cat": 0, "a woman in an orange suit in front of a flag": 2, "a rocket launch": 3}
-    txt = mini.embed([Item(str(i), text=t) for i, t in enumerate(texts)], role="query")
-    sim = txt @ img.T
+def test_open_vocab_vectors_follow_the_documented_rules(
+    mini: MiniEmbedder, mini_off: MiniEmbedder, photo_dir: Path
+) -> None:
+    photos = _photos(photo_dir)
+    cfg = mini.open_vocab
+    assert cfg is not None
+    hw, ow = cfg.weight**0.5, (1 - cfg.weight) ** 0.5
+    img = mini.embed(photos, role="candidate")
+    off = mini_off.embed(photos, role="candidate")
+    torch.testing.assert_close(img.norm(dim=1), torch.ones(4))
+    # heads part: today's vector scaled by sqrt(w)
+    torch.testing.assert_close(img[:, :HEADS_DIM], hw * off, rtol=1e-5, atol=1e-6)
+    # ConSE part: top-T of the photo's and its mirror's mean ImageNet probabilities over the class-name embeddings
+    with torch.no_grad():
+        pixels = mini.images.pixels([p.image.load() for p in photos])  # type: ignore[union-attr]
+        logits = [mini.images.class_logits(mini.images.from_pixels(pixels, mirror=m)) for m in (False, True)]
+    conse = conse_vectors(mean_probabilities(*logits), mini.class_vectors(), cfg.top)
+    torch.testing.assert_close(img[:, HEADS_DIM:], ow * conse, rtol=1e-5, atol=1e-6)
+    # text: heads part as before, open-vocabulary part = MiniLM's own sentence embedding
+    txt = mini.embed([Item("t", text="a cat")], role="query")
+    txt_off = mini_off.embed([Item("t", text="a cat")], role="query")
+    torch.testing.assert_close(txt[:, :HEADS_DIM], hw * txt_off, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(txt[:, HEADS_DIM:], ow * mini.text_model.encode(["a cat"]), rtol=1e-5, atol=1e-6)
+    # scores are w * heads cosine + (1 - w) * ConSE cosine
+    torch.testing.assert_close(
+        txt @ img.T, cfg.weight * (txt_off @ off.T) + (1 - cfg.weight) * (mini.text_model.encode(["a cat"]) @ conse.T)
+    )
+    # composed: each part is the normalised sum of the photo's and the text's parts
+    composed = mini.embed([Item("c", text="a cat", image=photos[0].image)], role="query")
+    heads = F.normalize(off[:1] + txt_off, dim=-1)
+    ov = F.normalize(conse[:1] + mini.text_model.encode(["a cat"]), dim=-1)
+    torch.testing.assert_close(composed, torch.cat([hw * heads, ow * ov], dim=1), rtol=1e-4, atol=1e-5)
+    # class-name embeddings are computed once per process and shared
+    assert imagenet_class_vectors(cfg.templates) is mini.class_vectors()
+    assert mini.class_vectors().shape == (1000, MINILM_DIM)
+
+
+def test_real_photos_match_their_descriptions(mini: MiniEmbedder, mini_off: MiniEmbedder, photo_dir: Path) -> None:
+    texts = {
+        "a close up of a cat": 0,
+        "a cup of coffee": 1,
+        "a woman in an orange suit in front of a flag": 2,
+        "a rocket launch": 3,
+    }
+    queries = [Item(str(i), text=t) for i, t in enumerate(texts)]
+    sim = mini.embed(queries, role="query") @ mini.embed(_photos(photo_dir), role="candidate").T
     assert sim.argmax(dim=1).tolist() == list(texts.values())
+    # heads only (Flickr8k-trained: people, animals and scenes), the coffee cup is missed (documented)
+    off = mini_off.embed(queries, role="query") @ mini_off.embed(_photos(photo_dir), role="candidate").T
+    assert off.argmax(dim=1).tolist()[1] != 1
 
 
 def test_index_and_search_from_the_cli(photo_dir: Path, tmp_path: Path) -> None:
@@ -88,6 +169,7 @@ def test_index_and_search_from_the_cli(photo_dir: Path, tmp_path: Path) -> None:
 @pytest.mark.gpu
 def test_cuda_embeddings_match_cpu(mini: MiniEmbedder, photo_dir: Path) -> None:
     gpu = MiniEmbedder(device="cuda")
+    assert gpu.spec() == mini.spec()
     items = [
         *_photos(photo_dir),
         Item("t", text="a cat"),

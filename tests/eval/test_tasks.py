@@ -6,6 +6,7 @@ import pytest
 
 from lumir.eval.evaluator import evaluate
 from lumir.eval.tasks import default_data_root, load_tasks, parse_task_spec
+from lumir.pipeline import PipelineSpec
 from lumir.testing.fakes import ColorEmbedder
 from lumir.types import Modality
 
@@ -13,10 +14,12 @@ from lumir.types import Modality
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("scifact", {"type": "beir", "path": "beir-scifact", "split": "test"}),
+        ("scifact", {"type": "scifact", "path": "beir-scifact"}),
+        ("scifact:dev", {"type": "scifact", "path": "beir-scifact", "split": "dev"}),
         ("beir:/x/y", {"type": "beir", "path": "/x/y", "split": "test"}),
         ("beir:/x/y:dev", {"type": "beir", "path": "/x/y", "split": "dev"}),
-        ("flickr8k", {"type": "flickr8k", "path": "flickr8k", "direction": None}),
+        ("flickr8k", {"type": "flickr8k"}),
+        ("flickr8k/t2i", {"type": "flickr8k", "direction": "t2i"}),
         ("flickr8k/i2t:/d/f8k", {"type": "flickr8k", "path": "/d/f8k", "direction": "i2t"}),
         ("mbeir:/m:mscoco_task0,cirr_task7", {"type": "mbeir", "path": "/m", "tasks": ["mscoco_task0", "cirr_task7"]}),
         ("mbeir:/m", {"type": "mbeir", "path": "/m", "tasks": None}),
@@ -28,9 +31,9 @@ def test_parse_task_spec(spec: str, expected: dict) -> None:
 
 
 def test_bad_specs_say_what_is_valid() -> None:
-    with pytest.raises(ValueError, match="expected one of"):
+    with pytest.raises(KeyError, match="unknown task 'imagenet'; known: beir, flickr8k, karpathy, mbeir"):
         parse_task_spec("imagenet")
-    with pytest.raises(ValueError, match="needs a 'type'"):
+    with pytest.raises(KeyError, match="has no 'type'"):
         parse_task_spec({"path": "x"})
     with pytest.raises(ValueError, match="IMAGE_ROOT"):
         load_tasks("karpathy:/tmp/x.json")
@@ -48,9 +51,17 @@ def test_mbeir_tasks_from_files_evaluate_end_to_end(mbeir_root: Path) -> None:
     tasks = load_tasks(f"mbeir:{mbeir_root}:mscoco_task0,mscoco_task3")
     assert [t.name for t in tasks] == ["mscoco_task0", "mscoco_task3"]
     assert tasks[0].query_modality is Modality.TEXT and tasks[0].candidate_modality is Modality.IMAGE
-    result = evaluate(tasks, embedder=ColorEmbedder(), k=10, candidate_modality="auto")
+    result = evaluate(PipelineSpec(candidate_modality="auto"), tasks, embedder=ColorEmbedder(), k=10)
     # "a red photo" -> red image, "green thing" -> green image: colour words decide
-    assert result["tasks"]["mscoco_task0"]["stages"]["first_stage"]["metrics"]["R@1"] == 1.0
+    assert result.score("mscoco_task0", "R@1") == 1.0
+    assert tasks[0].spec() == {
+        "type": "mbeir",
+        "path": str(mbeir_root),
+        "tasks": ["mscoco_task0"],
+        "split": "test",
+        "pool": "local",
+    }
+    assert [t.name for t in load_tasks(tasks[1].spec())] == ["mscoco_task3"]  # a task's spec rebuilds it
     all_tasks = load_tasks({"type": "mbeir", "path": str(mbeir_root), "pool": "global"})
     assert len(all_tasks) == 5 and all(len(t.corpus) == 14 for t in all_tasks)
     assert len({id(t.corpus) for t in all_tasks}) == 1  # the global pool is loaded once and shared

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from lumir.collections import Corpus
-from lumir.errors import DimensionMismatchError, IncompatibleIndexError
+from lumir.collections import Corpus, Rankings
+from lumir.errors import DimensionMismatchError, IncompatibleIndexError, ModalityError
 from lumir.index import FlatIndex, VectorStore, build_index, open_index
+from lumir.retrieve import DenseRetriever
 from lumir.testing.fakes import COLORS, ColorEmbedder, HashEmbedder
 from lumir.testing.toy import color_image, toy_corpus
 from lumir.types import ImageRef, Item, Modality, Query, Role
@@ -32,6 +33,11 @@ def color_corpus(tmp_path: Path) -> Corpus:
             it = Item(it.id, image=ImageRef(path), meta=dict(it.meta))
         items.append(it)
     return Corpus(items)
+
+
+def search(store: VectorStore, queries: Sequence[Query], k: int, modality: str | Modality | None = None) -> Rankings:
+    """The one search path: a DenseRetriever over the index directory."""
+    return DenseRetriever.from_store(store, candidate_modality=modality).retrieve(queries, k)
 
 
 def text_corpus(n: int, prefix: str = "c") -> Corpus:
@@ -72,10 +78,10 @@ def test_round_trip_reloads_without_code_and_searches_identically(color_corpus: 
     assert not (tmp_path / "idx.partial").exists()
 
     queries = [Query(f"q-{c}", text=c) for c in COLORS]
-    before = store.search(queries, k=5)
+    before = search(store, queries, 5)
     reopened = open_index(path)  # the embedder is rebuilt from lumir.json
     assert isinstance(reopened.embedder, ColorEmbedder)
-    after = reopened.search(queries, k=5)
+    after = search(reopened, queries, 5)
     assert after.query_ids == before.query_ids
     np.testing.assert_array_equal(after.ids, before.ids)
     np.testing.assert_array_equal(after.scores, before.scores)
@@ -86,14 +92,15 @@ def test_round_trip_reloads_without_code_and_searches_identically(color_corpus: 
 def test_modality_mask_restricts_candidates(color_corpus: Corpus, tmp_path: Path) -> None:
     store = build_index(color_corpus, ColorEmbedder(), tmp_path / "idx", show_progress=False)
     queries = [Query(f"q-{c}", text=c) for c in COLORS]
-    images = store.search(queries, k=10, modality="image")
+    images = search(store, queries, 10, "image")
     for c in COLORS:
         hits = images.for_query(f"q-{c}")
         assert hits[0].id == f"img-{c}"
         assert len(hits) == 8 and all(h.id.startswith("img-") for h in hits)  # 8 images, then empty slots
-    texts = store.search(queries, k=3, modality=Modality.TEXT)
+    texts = search(store, queries, 3, Modality.TEXT)
     assert all(h.id.startswith("txt-") for _, hits in texts for h in hits)
-    assert store.search(queries, k=3, modality="image,text").ids.tolist() == [[""] * 3] * 8
+    with pytest.raises(ModalityError, match=r"no candidate has modality 'image,text'.*8 image, 8 text"):
+        search(store, queries, 3, "image,text")
 
 
 def test_faiss_backend_round_trip(tmp_path: Path) -> None:
@@ -104,7 +111,7 @@ def test_faiss_backend_round_trip(tmp_path: Path) -> None:
     assert store.config["backend_config"]["factory"] == "HNSW16"
     queries = [Query(f"q{i}", text=f"candidate number {i} of c") for i in range(0, 300, 30)]
     reopened = open_index(tmp_path / "idx")
-    before, after = store.search(queries, 5), reopened.search(queries, 5)
+    before, after = search(store, queries, 5), search(reopened, queries, 5)
     np.testing.assert_array_equal(before.ids, after.ids)
     assert [hits[0].id for _, hits in after] == [f"c{i}" for i in range(0, 300, 30)]
     auto = build_index(corpus, HashEmbedder(16), tmp_path / "auto", backend="faiss", show_progress=False)
@@ -159,7 +166,7 @@ def test_overwrite_is_refused_by_default_and_atomic(color_corpus: Corpus, tmp_pa
         build_index(text_corpus(30), CountingEmbedder(fail_on=2), path, shard_size=10, overwrite=True)
     intact = open_index(path)  # the old index survived the failed rebuild
     assert intact.ids == color_corpus.ids and intact.config["embedder"] == {"type": "color"}
-    assert intact.search([Query("q", text="blue")], k=1, modality="image").for_query("q")[0].id == "img-blue"
+    assert search(intact, [Query("q", text="blue")], 1, "image").for_query("q")[0].id == "img-blue"
 
     (tmp_path / "idx.partial").rename(tmp_path / "stale")  # start the replacement from scratch
     store = build_index(text_corpus(30), HashEmbedder(16), path, overwrite=True, show_progress=False)
@@ -193,7 +200,7 @@ def test_incremental_add_equals_building_on_the_union(tmp_path: Path) -> None:
     assert reopened.config["count"] == 50 and reopened.config["created"] == created
     assert reopened.corpus.ids == union.corpus.ids
     queries = [Query("q1", text="candidate number 3 of n"), Query("q2", text="candidate number 7 of c")]
-    a, b = reopened.search(queries, 10), union.search(queries, 10)
+    a, b = search(reopened, queries, 10), search(union, queries, 10)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_array_equal(a.scores, b.scores)
     assert a.for_query("q1")[0].id == "n3"
@@ -247,11 +254,10 @@ def test_dimension_mismatch_names_both_dims(tmp_path: Path) -> None:
     with pytest.raises(DimensionMismatchError, match=r"dim 8 but index .*\{'type': 'hash', 'dim': 16\}.* dim 16"):
         open_index(path, embedder=HashEmbedder(8))
     store = open_index(path, embedder=HashEmbedder(16))
-    with pytest.raises(DimensionMismatchError, match=r"query vectors has dim 4 .* dim 16"):
-        store.search_vectors(torch.randn(2, 4), k=3)
-    vectors = HashEmbedder(16).embed([Item("x", text="candidate number 4 of c")], role=Role.QUERY)
-    rankings = store.search_vectors(vectors, 2)
-    assert rankings.query_ids == ["0"] and rankings.for_query("0")[0].id == "c4"
+    with pytest.raises(DimensionMismatchError, match=r"gives 8-d vectors but the index holds 16-d"):
+        DenseRetriever(HashEmbedder(8), store.index, store.corpus)
+    rankings = search(store, [Query("x", text="candidate number 4 of c")], 2)
+    assert rankings.query_ids == ["x"] and rankings.for_query("x")[0].id == "c4"
 
 
 def test_describe_summarises_the_directory(color_corpus: Corpus, tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lumir.embed import load_embedder
 from lumir.eval.evaluator import evaluate
 from lumir.eval.report import check_result, load_benchmark
 from lumir.eval.tasks import load_tasks
@@ -38,7 +37,7 @@ def _scores(result: dict) -> dict[str, float]:  # type: ignore[type-arg]
 @pytest.mark.realdata
 @pytest.mark.timeout(1200)
 def test_shipped_mini_meets_the_flickr8k_targets(data_root: Path) -> None:
-    result = evaluate(load_tasks("flickr8k", data=data_root), embedder=load_embedder("mini"), k=10)
+    result = evaluate("mini", load_tasks("flickr8k", data=data_root), k=10)
     outcomes = check_result(result, load_benchmark(REPO / "benchmarks" / "flickr8k_mini.yaml"))
     assert outcomes and all(o.ok for o in outcomes), [o.message for o in outcomes]
     scores = _scores(result)
@@ -53,7 +52,7 @@ def test_retraining_from_the_recipe_reproduces_the_shipped_scores(data_root: Pat
     overrides = [f"features.cache_dir={tmp_path / 'features'}", f"output_dir={tmp_path / 'run'}"]
     trained = run_recipe(REPO / "recipes" / "mini" / "flickr8k.yaml", overrides, data=data_root, show_progress=False)
     tasks = load_tasks("flickr8k", data=data_root)
-    retrained = _scores(evaluate(tasks, embedder=load_embedder(f"mini:{trained.model_dir}"), k=10))
+    retrained = _scores(evaluate(f"mini:{trained.model_dir}", tasks, k=10))
     # the shipped model's scores, as recorded (and checked against the shipped heads above)
     shipped = {
         f"{e['task'].split('/')[1]}_{e['metric']}": float(e["value"])

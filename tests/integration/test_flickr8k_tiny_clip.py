@@ -14,6 +14,7 @@ import pytest
 from lumir.embed import load_embedder
 from lumir.eval.evaluator import evaluate
 from lumir.eval.tasks import load_tasks
+from lumir.pipeline import PipelineSpec
 from lumir.testing.tiny import save_tiny_clip
 
 
@@ -24,7 +25,7 @@ def test_flickr8k_both_directions_through_tiny_clip(data_root: Path, tmp_path: P
     t2i, i2t = tasks
     assert (len(t2i.queries), len(t2i.corpus), len(i2t.queries), len(i2t.corpus)) == (5000, 1000, 1000, 5000)
     embedder = load_embedder("clip:" + str(save_tiny_clip(tmp_path / "tiny-clip")))
-    result = evaluate(tasks, embedder=embedder, k=10, batch_size=256, output=tmp_path / "r.json")
+    result = evaluate(PipelineSpec(k=10, batch_size=256), tasks, embedder=embedder, output=tmp_path / "r.json")
     for name in ("flickr8k/t2i", "flickr8k/i2t"):
         m = result["tasks"][name]["stages"]["first_stage"]["metrics"]
         assert set(m) == {"R@1", "R@5", "R@10"}

@@ -56,8 +56,8 @@ def test_tiny_llava_scores_image_candidates_and_only_reorders(llava: Transformer
 def test_cli_eval_and_search_rerank_with_smollm2(tmp_path: Path) -> None:
     pytest.importorskip("llama_cpp")
     cache = tmp_path / "llm.sqlite"
-    args = ["eval", "toy", "--embedder", "hash", "-k", "8", "--metrics", "R@1,R@5", "--rerank", "yes-no"]
-    args += ["--llm", "smollm2", "--rerank-k", "3", "--image-mode", "caption", "--llm-cache", str(cache)]
+    args = ["eval", "toy", "--embedder", "hash", "-k", "8", "--metrics", "R@1,R@5"]
+    args += ["--rerank", "yes-no:llm=smollm2,k=3,image_mode=caption", "--llm-cache", str(cache)]
     res = runner.invoke(app, [*args, "-o", str(tmp_path / "r.json"), "--report", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
     result = json.loads((tmp_path / "r.json").read_text())
@@ -71,12 +71,14 @@ def test_cli_eval_and_search_rerank_with_smollm2(tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     second = json.loads((tmp_path / "r2.json").read_text())["tasks"]["toy/t2i"]["stages"]["reranked"]
     assert second["rerank"]["cache_hits"] == 24 and second["rerank"]["cache_misses"] == 0
+    assert second["rerank"]["model_calls"] == 0
     assert second["metrics"] == stages["reranked"]["metrics"]
     # text-only LLM over image candidates without caption-proxy mode: a clear error, exit 2, no traceback
     bad = runner.invoke(
-        app, ["eval", "toy", "--embedder", "hash", "-k", "10", "--rerank", "true-false", "--no-llm-cache"]
+        app, ["eval", "toy", "--embedder", "hash", "-k", "10", "--rerank", "true-false:llm=smollm2", "--no-llm-cache"]
     )
-    assert bad.exit_code == 2 and "caption" in bad.output and "Traceback" not in bad.output
+    assert bad.exit_code == 2 and "image_mode=caption" in bad.output and "Traceback" not in bad.output
+    assert "--rerank" in bad.output  # the fix is named as a CLI flag
     unknown = runner.invoke(app, ["eval", "toy", "--embedder", "hash", "--rerank", "best"])
     assert unknown.exit_code == 2 and "known" in unknown.output
 
@@ -91,7 +93,7 @@ def test_cli_search_rerank_text_corpus(tmp_path: Path) -> None:
         app,
         [
             *("search", str(tmp_path / "idx"), "--text", "capital of France", "-k", "3", "--json"),
-            *("--rerank", "listwise", "--llm", "smollm2", "--window", "3", "--rerank-k", "3", "--no-llm-cache"),
+            *("--rerank", "listwise:llm=smollm2,window=3,k=3", "--no-llm-cache"),
         ],
     )
     assert res.exit_code == 0, res.output

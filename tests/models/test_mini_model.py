@@ -124,3 +124,18 @@ def test_pooling_parts_of_the_feature_vector() -> None:
     torch.testing.assert_close(part("stage6_max"), stages[6].amax(dim=(2, 3)))
     assert bool((part("head") <= part("head_gem") + 1e-5).all())  # power mean >= arithmetic mean
     assert bool((part("head_gem") <= head.amax(dim=(2, 3)) + 1e-5).all())
+
+
+def test_class_logits_are_the_classifier_over_the_pooled_head() -> None:
+    from lumir.models.conse import imagenet_class_names
+
+    extractor = ImageFeatureExtractor(optimize=False)
+    photos = [Image.fromarray(skimage_data.chelsea()), Image.fromarray(skimage_data.coffee())]
+    pixels = extractor.pixels(photos)
+    logits = extractor.class_logits(extractor.from_pixels(pixels))
+    with torch.no_grad():
+        full = extractor.net(pixels)  # the network's own forward pass, classifier included
+    torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)
+    names = imagenet_class_names()  # class-index order matches the classifier's outputs
+    top = [[names[i] for i in row] for row in logits.topk(3, dim=1).indices.tolist()]
+    assert set(top[0]) <= {"tabby cat", "tiger cat", "Egyptian Mau", "lynx"} and top[1][0] == "espresso"

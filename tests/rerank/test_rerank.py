@@ -238,13 +238,15 @@ def test_pipeline_and_cache_second_run_makes_no_model_calls(tmp_path: Path) -> N
     scripted = ScriptedChatModel(score_fn=pointwise_judge("True", "False"))
     cached = CachedChatModel(scripted, tmp_path / "llm.sqlite")
     retriever = DenseRetriever.from_corpus(corpus, HashEmbedder())
-    pipe = Pipeline(retriever, reranker=TrueFalseReranker(cached), k=8, rerank_k=8)
+    pipe = Pipeline(retriever, reranker=TrueFalseReranker(cached, k=8), k=8)
     first = pipe.run(qs)
     calls = scripted.calls
     assert calls > 0 and set(first.stages) == {"first_stage", "reranked"}
+    assert first.final.meta["rerank"]["model_calls"] == calls
     again = CachedChatModel(scripted, tmp_path / "llm.sqlite")  # a new process would open the same file
-    second = Pipeline(retriever, reranker=TrueFalseReranker(again), k=8, rerank_k=8).run(qs)
+    second = Pipeline(retriever, reranker=TrueFalseReranker(again, k=8), k=8).run(qs)
     assert scripted.calls == calls and again.misses == 0 and again.hits == len(qs) * 8
+    assert second.final.meta["rerank"]["model_calls"] == 0  # honest: a fully cached rerun calls no model
     np.testing.assert_array_equal(first.final.ids, second.final.ids)
 
 

@@ -8,8 +8,14 @@ Two augmenters, named so that one is never mistaken for the other:
 - :class:`CaptionParaphraser` — a text LLM rewrites the *raw caption* (LaCLIP-style, it never sees the image),
   capped and sheared the same way. Records have ``kind = "llm-paraphrase"``.
 
-Both write one jsonl record per (item, model) — ``id, source_id, model, kind, prompt, T, raw, text, cut,
-complete`` — appended per batch and skipped on a rerun, so large jobs resume; wrap the ChatModels in
+The cap is one int for every model, or one per model: §3.4's T measured in each model's own tokens
+(:func:`caption_budgets`), or the paper's fixed 30 (:data:`~lumir.augment.decoding.PAPER_MAX_NEW_TOKENS`, §4.1).
+Decoding is greedy unless ``decoding=`` names a Table 10 preset (:data:`~lumir.augment.decoding.TABLE10_DECODING`)
+for every model, or maps model names to presets or ``generate`` keywords. Shearing follows ``shear_rule``
+(``"appendix"``, §7.1, by default, or ``"clause"``, §3.4).
+
+Both write one jsonl record per (item, model) — ``id, source_id, model, kind, prompt, T, decoding, shear_rule,
+raw, text, cut, complete`` — appended per batch and skipped on a rerun, so large jobs resume; wrap the ChatModels in
 :class:`~lumir.models.chat.cache.CachedChatModel` to make reruns free. :func:`augmented_captions` turns records into
 training caption items beside the raw ones, and :func:`scaled_epochs` keeps the training cost of the bigger set
 equal to the raw baseline's.
@@ -23,7 +29,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from lumir.augment.shearing import CAPTION_QUESTION, shear
+from lumir.augment.decoding import resolve_decoding
+from lumir.augment.shearing import CAPTION_QUESTION, DEFAULT_SHEAR_RULE, SHEAR_RULES, shear, shearing_budget
 from lumir.errors import DataFormatError, ModalityError
 from lumir.protocols import ChatModel, Conversation
 from lumir.types import Item
@@ -33,6 +40,7 @@ __all__ = [
     "CaptionParaphraser",
     "MultiViewCaptioner",
     "augmented_captions",
+    "caption_budgets",
     "scaled_epochs",
     "token_counter",
 ]
@@ -45,7 +53,10 @@ PARAPHRASE_PROMPT = (
 
 
 def token_counter(chat: Any) -> Callable[[str], int]:
-    """Count text in the chat model's own tokens (its tokenizer or ``tokenize``), else ~1.3 tokens per word."""
+    """Count text in the chat model's own tokens (``count_tokens``, a tokenizer or ``tokenize``), else 1.3 per word."""
+    count_tokens = getattr(chat, "count_tokens", None)
+    if callable(count_tokens):
+        return lambda s: int(count_tokens(s))
     tok = getattr(chat, "tokenizer", None) or getattr(getattr(chat, "model", None), "tokenizer", None)
     if tok is not None and hasattr(tok, "encode"):
         return lambda s: len(tok.encode(s, add_special_tokens=False))
@@ -60,6 +71,18 @@ def token_counter(chat: Any) -> Callable[[str], int]:
 
         return count
     return lambda s: math.ceil(1.3 * len(s.split()))
+
+
+def caption_budgets(models: Mapping[str, Any], captions: Iterable[str]) -> dict[str, int]:
+    """T per pool model (§3.4): the mean raw-caption length in *that model's own* tokens (:func:`token_counter`).
+
+    Example:
+        >>> from lumir.testing.fakes import ScriptedChatModel
+        >>> caption_budgets({"m": ScriptedChatModel()}, ["a dog runs", "two cats sleep on a sofa"])
+        {'m': 5}
+    """
+    texts = list(captions)
+    return {name: shearing_budget(texts, token_counter(model)) for name, model in models.items()}
 
 
 def _read_done(path: Path) -> set[tuple[str, str]]:
@@ -82,13 +105,35 @@ class _Augmenter:
 
     kind = ""
 
-    def __init__(self, models: Mapping[str, ChatModel], *, max_new_tokens: int, batch_size: int = 8) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, ChatModel],
+        *,
+        max_new_tokens: int | Mapping[str, int],
+        batch_size: int = 8,
+        decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
+        shear_rule: str = DEFAULT_SHEAR_RULE,
+    ) -> None:
         if not models:
             raise ValueError("give at least one model (name -> ChatModel)")
-        if max_new_tokens < 1:
-            raise ValueError(f"the token cap T must be >= 1, got {max_new_tokens}")
         self.models = dict(models)
+        caps = dict.fromkeys(self.models, max_new_tokens) if isinstance(max_new_tokens, int) else dict(max_new_tokens)
+        missing = sorted(set(self.models) - set(caps))
+        if missing:
+            raise ValueError(f"no token cap T for model(s) {missing}")
+        for name, cap in caps.items():
+            if cap < 1:
+                raise ValueError(f"the token cap T must be >= 1, got {cap} for {name!r}")
+        per_model = decoding if isinstance(decoding, Mapping) else dict.fromkeys(self.models, decoding)
+        unknown = sorted(set(per_model) - set(self.models))
+        if unknown:
+            raise ValueError(f"decoding given for model(s) {unknown} not in the pool {sorted(self.models)}")
+        if shear_rule not in SHEAR_RULES:
+            raise ValueError(f"shear_rule must be one of {SHEAR_RULES}, got {shear_rule!r}")
         self.max_new_tokens = max_new_tokens
+        self.caps = caps
+        self.decoding = {n: resolve_decoding(per_model.get(n)) for n in self.models}
+        self.shear_rule = shear_rule
         self.batch_size = batch_size
 
     def _conversation(self, item: Item) -> Conversation:
@@ -105,12 +150,14 @@ class _Augmenter:
         model = self.models[name]
         self._check(items, name, model)
         count = token_counter(model)
+        cap = self.caps[name]
+        gen, decoding = self.decoding[name]
         out: list[dict[str, Any]] = []
         for start in range(0, len(items), self.batch_size):
             batch = items[start : start + self.batch_size]
-            raws = model.generate([self._conversation(it) for it in batch], max_new_tokens=self.max_new_tokens)
+            raws = model.generate([self._conversation(it) for it in batch], max_new_tokens=cap, **gen)
             for it, raw in zip(batch, raws, strict=True):
-                result = shear(raw, hit_token_cap=count(raw) >= self.max_new_tokens)
+                result = shear(raw, hit_token_cap=count(raw) >= cap, rule=self.shear_rule)
                 out.append(
                     {
                         "id": f"{it.id}#{name}",
@@ -118,7 +165,9 @@ class _Augmenter:
                         "model": name,
                         "kind": self.kind,
                         "prompt": self._prompt_text(it),
-                        "T": self.max_new_tokens,
+                        "T": cap,
+                        "decoding": decoding,
+                        "shear_rule": result.rule,
                         "raw": raw,
                         "text": result.text,
                         "cut": result.cut,
@@ -130,7 +179,7 @@ class _Augmenter:
 
     def run(self, items: Iterable[Item], output: str | Path, *, progress: bool = True) -> dict[str, int]:
         """Every (item, model) record not yet in ``output`` (jsonl), appended per batch; returns counts."""
-        from tqdm.auto import tqdm
+        from lumir.progress import progress as progress_bar
 
         path = Path(output)
         done = _read_done(path)
@@ -141,7 +190,7 @@ class _Augmenter:
             for name in self.models:
                 todo = [it for it in items if (it.id, name) not in done]
                 counts["skipped"] += len(items) - len(todo)
-                bar = tqdm(total=len(todo), desc=f"{self.kind} ({name})", unit="item", disable=not progress)
+                bar = progress_bar(total=len(todo), desc=f"{self.kind} ({name})", unit="item", enabled=progress)
                 for start in range(0, len(todo), self.batch_size):
                     for rec in self.records(todo[start : start + self.batch_size], name):
                         fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
@@ -159,8 +208,12 @@ class MultiViewCaptioner(_Augmenter):
 
     Args:
         models: name -> vision-capable ChatModel (``supports_images``).
-        max_new_tokens: T (use :func:`~lumir.augment.shearing.shearing_budget` on the raw captions).
+        max_new_tokens: T for every model, or name -> T (:func:`caption_budgets`: each model's own tokens), or
+            the paper's fixed :data:`~lumir.augment.decoding.PAPER_MAX_NEW_TOKENS` (30, §4.1 / Table 10).
         question: the question; ``<image>`` marks where the image goes.
+        decoding: greedy (None), a :data:`~lumir.augment.decoding.TABLE10_DECODING` preset name for every model,
+            or name -> preset name or ``generate`` keywords (models left out decode greedily); records keep it.
+        shear_rule: ``"appendix"`` (§7.1, default) or ``"clause"`` (§3.4); see :func:`~lumir.augment.shearing.shear`.
     """
 
     kind = "mllm-caption"
@@ -169,11 +222,15 @@ class MultiViewCaptioner(_Augmenter):
         self,
         models: Mapping[str, ChatModel],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Mapping[str, int],
         question: str = CAPTION_QUESTION,
         batch_size: int = 8,
+        decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
+        shear_rule: str = DEFAULT_SHEAR_RULE,
     ) -> None:
-        super().__init__(models, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        super().__init__(
+            models, max_new_tokens=max_new_tokens, batch_size=batch_size, decoding=decoding, shear_rule=shear_rule
+        )
         if "<image>" not in question:
             raise ValueError("the captioning question must contain <image>")
         self.question = question
@@ -206,6 +263,7 @@ class CaptionParaphraser(_Augmenter):
     """A text LLM rewrites each raw caption (LaCLIP-style), greedy, at most T new tokens, sheared.
 
     These are paraphrases of human captions, not descriptions of the image: records say ``kind = "llm-paraphrase"``.
+    ``max_new_tokens``, ``decoding`` and ``shear_rule`` are as for :class:`MultiViewCaptioner`.
     """
 
     kind = "llm-paraphrase"
@@ -214,11 +272,15 @@ class CaptionParaphraser(_Augmenter):
         self,
         models: Mapping[str, ChatModel],
         *,
-        max_new_tokens: int,
+        max_new_tokens: int | Mapping[str, int],
         prompt: str = PARAPHRASE_PROMPT,
         batch_size: int = 8,
+        decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
+        shear_rule: str = DEFAULT_SHEAR_RULE,
     ) -> None:
-        super().__init__(models, max_new_tokens=max_new_tokens, batch_size=batch_size)
+        super().__init__(
+            models, max_new_tokens=max_new_tokens, batch_size=batch_size, decoding=decoding, shear_rule=shear_rule
+        )
         if "{caption}" not in prompt:
             raise ValueError("the paraphrase prompt must contain {caption}")
         self.prompt = prompt

@@ -351,7 +351,7 @@ class KnowledgeExtractor:
 
         Returns counts: ``done`` (this run), ``skipped`` (already in the file), ``valid`` (this run).
         """
-        from tqdm.auto import tqdm
+        from lumir.progress import progress as progress_bar
 
         path = Path(output)
         seen = set()
@@ -370,7 +370,7 @@ class KnowledgeExtractor:
         skipped = len(all_items) - len(todo)
         counts = {"done": 0, "skipped": skipped, "valid": 0}
         path.parent.mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(todo), desc="action knowledge", unit="caption", disable=not progress)
+        bar = progress_bar(total=len(todo), desc="action knowledge", unit="caption", enabled=progress)
         with path.open("a", encoding="utf-8") as fh:
             for start in range(0, len(todo), batch_size):
                 for k in self.extract(todo[start : start + batch_size]):

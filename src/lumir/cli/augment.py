@@ -34,6 +34,20 @@ def first_per_image(captions: list[Item], n: int) -> list[Item]:
     return out
 
 
+def _decoding_option(values: list[str], llms: list[str]) -> dict[str, str]:
+    """``--decoding`` values (``PRESET`` for every model, ``LLM=PRESET`` for one) -> model spec -> preset name."""
+    out: dict[str, str] = {}
+    for value in values:
+        spec, sep, preset = value.rpartition("=")
+        if not sep:
+            out.update(dict.fromkeys(llms, value))
+        elif spec not in llms:
+            raise ValueError(f"--decoding {value!r} names {spec!r}, which is not one of the --llm models {llms}")
+        else:
+            out[spec] = preset
+    return out
+
+
 augment_app = typer.Typer(help="Enrich training data with LLMs (resumable, cached).", no_args_is_help=True)
 
 
@@ -94,15 +108,32 @@ def captions(
         int | None, typer.Option("--per-image", help="paraphrase mode: only the first N raw captions of each photo.")
     ] = None,
     max_new_tokens: Annotated[
-        int | None, typer.Option("--max-new-tokens", "-T", help="T; default: the raw captions' mean length.")
+        int | None, typer.Option("--max-new-tokens", "-T", help="One cap for every model (overrides --budget).")
     ] = None,
+    budget: Annotated[
+        str,
+        typer.Option(
+            help="T: each model's cap is the raw captions' mean length in its own tokens (§3.4); "
+            "paper: the fixed 30 new tokens of §4.1 / Table 10."
+        ),
+    ] = "T",
+    decoding: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Decoding (repeatable): PRESET for every model or LLM=PRESET for one; presets: greedy (default), "
+            "minigpt4, otter, qwen-vl, llava-1.5 (MLLM-augmented captions Table 10)."
+        ),
+    ] = None,
+    shear_rule: Annotated[
+        str, typer.Option(help="appendix (§7.1: first substring over 5 characters ending with a period) or clause.")
+    ] = "appendix",
     batch_size: Annotated[int, typer.Option(help="Items per model call.")] = 8,
     llm_cache: Annotated[Path | None, typer.Option(help="SQLite LLM cache.")] = None,
     no_llm_cache: Annotated[bool, typer.Option("--no-llm-cache", help="Do not use the LLM cache.")] = False,
 ) -> None:
     """Extra captions sheared to human length: MLLM captions of images, or LLM paraphrases of raw captions."""
-    from lumir.augment.caption import CaptionParaphraser, MultiViewCaptioner, token_counter
-    from lumir.augment.shearing import shearing_budget
+    from lumir.augment.caption import CaptionParaphraser, MultiViewCaptioner, caption_budgets
+    from lumir.augment.decoding import PAPER_MAX_NEW_TOKENS
     from lumir.data.sources import detect_format, load_corpus
 
     try:
@@ -127,17 +158,29 @@ def captions(
             items = items[:limit]
         if not items:
             raise ValueError(f"{source} holds no {'images' if mode == 'caption' else 'captions'} to work on")
+        if budget not in ("T", "paper"):
+            raise ValueError(f"--budget must be T or paper, got {budget!r}")
         pool = {spec: _chat_model(spec, llm_cache, no_llm_cache) for spec in llm}
-        if max_new_tokens is None:
+        caps: int | dict[str, int]
+        if max_new_tokens is not None:
+            caps = max_new_tokens
+        elif budget == "paper":
+            caps = PAPER_MAX_NEW_TOKENS
+            typer.echo(f"T = {caps} tokens for every model (MLLM-augmented captions §4.1, Table 10)", err=True)
+        else:
             if not texts:
-                raise ValueError("no raw captions to measure T from; pass --max-new-tokens")
-            first = pool[llm[0]]
-            max_new_tokens = shearing_budget(
-                [t.text or "" for t in texts], token_counter(getattr(first, "model", first))
-            )
-            typer.echo(f"T = {max_new_tokens} tokens (mean raw caption length, {llm[0]}'s tokenizer)", err=True)
+                raise ValueError("no raw captions to measure T from; pass --max-new-tokens or --budget paper")
+            caps = caption_budgets(pool, [t.text or "" for t in texts])
+            for spec, cap in caps.items():
+                typer.echo(f"T = {cap} tokens for {spec} (mean raw caption length in its own tokens)", err=True)
         cls = MultiViewCaptioner if mode == "caption" else CaptionParaphraser
-        counts = cls(pool, max_new_tokens=max_new_tokens, batch_size=batch_size).run(items, output)
+        counts = cls(
+            pool,
+            max_new_tokens=caps,
+            batch_size=batch_size,
+            decoding=_decoding_option(decoding or [], llm),
+            shear_rule=shear_rule,
+        ).run(items, output)
     except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
         typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None

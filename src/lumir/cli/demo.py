@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from lumir.errors import LumirError
+from lumir.cli.run import CLI_ERRORS, fail
 
 
 def demo(
@@ -42,10 +42,9 @@ def demo(
                 flickr_limit=flickr_limit,
                 log=lambda s: typer.echo(s, err=True),
             )
-        except (LumirError, OSError, ValueError, ImportError) as err:
+        except CLI_ERRORS as err:
             _warn(caught)
-            typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2) from None
+            fail(err)
     _warn(caught)
     typer.echo(f"sources: {describe_sources(result.sources)}")
     for note in result.notes:

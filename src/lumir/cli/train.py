@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lumir.errors import LumirError
+from lumir.cli.run import cli_errors
 
 train_app = typer.Typer(help="Train models from YAML recipes (recipes/...).", no_args_is_help=True)
 
@@ -29,11 +29,8 @@ def embedder(
     """Train an embedder from a recipe; prints where the model went and how to use it."""
     from lumir.train.recipe import run_recipe
 
-    try:
+    with cli_errors():
         result = run_recipe(config, set_ or [], data=data, output_dir=output, resume=resume)
-    except (LumirError, OSError, ValueError, KeyError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     s = result.summary
     typer.echo(
         f"trained {s.epochs} epochs / {s.steps} steps in {s.seconds:.1f} s; final loss {s.final_loss:.4f}, "

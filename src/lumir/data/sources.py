@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from lumir.collections import Corpus
 from lumir.io.jsonl import iter_jsonl
 from lumir.types import Item
 
-__all__ = ["SOURCE_FORMATS", "detect_format", "load_corpus"]
+__all__ = [
+    "SOURCE_FORMATS",
+    "beir_source",
+    "detect_format",
+    "flickr8k_source",
+    "folder_source",
+    "jsonl_source",
+    "load_corpus",
+    "mbeir_source",
+]
 
 SOURCE_FORMATS = ("auto", "jsonl", "folder", "flickr8k", "flickr8k-captions", "beir", "mbeir")
 
@@ -33,37 +43,78 @@ def detect_format(path: Path) -> str:
     raise FileNotFoundError(f"{path}: no such file or directory")
 
 
-def load_corpus(path: Path, fmt: str = "auto", *, split: str = "test_1k", mbeir_root: Path | None = None) -> Corpus:
-    """Load the items to index from ``path`` in format ``fmt`` (see :data:`SOURCE_FORMATS`)."""
-    if fmt not in SOURCE_FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(SOURCE_FORMATS)}")
+def jsonl_source(path: str | Path) -> Corpus:
+    """A lumir jsonl file of items."""
+    from lumir.io.jsonl import read_items
+
+    return _named(read_items(path), {"type": "jsonl", "path": str(path)}, path)
+
+
+def folder_source(path: str | Path, *, recursive: bool = True, captions: str = "meta") -> Corpus:
+    """Every image under a folder (``<name>.txt`` sidecars become captions); see :func:`load_image_folder`."""
+    from lumir.data.folder import load_image_folder
+
+    items = load_image_folder(path, recursive=recursive, captions=captions)  # type: ignore[arg-type]
+    spec = {"type": "folder", "path": str(path), "recursive": recursive, "captions": captions}
+    return _named(items, spec, path)
+
+
+def flickr8k_source(path: str | Path, split: str = "test_1k", *, captions: bool = False) -> Corpus:
+    """The photos (or, with ``captions``, the captions) of a Flickr8k split."""
+    from lumir.data.flickr8k import load_flickr8k
+
+    images, texts = load_flickr8k(path, split=split)
+    kind = "flickr8k-captions" if captions else "flickr8k"
+    return _named(texts if captions else images, {"type": kind, "path": str(path), "split": split}, path)
+
+
+def beir_source(path: str | Path, split: str = "test") -> Corpus:
+    """The corpus of a BEIR folder."""
+    from lumir.data.beir import load_beir
+
+    corpus = load_beir(path, split=split).corpus
+    return _named(list(corpus), {"type": "beir", "path": str(path), "split": split}, path)
+
+
+def mbeir_source(path: str | Path, root: str | Path | None = None) -> Corpus:
+    """An M-BEIR candidate pool jsonl (image paths relative to the M-BEIR ``root``, found above the pool)."""
+    from lumir.data.mbeir import load_mbeir_pool
+
+    root = Path(root) if root is not None else _mbeir_root(Path(path))
+    corpus = load_mbeir_pool(path, root)
+    return Corpus(corpus, source={"type": "mbeir", "path": str(path), "root": str(root)})
+
+
+def _named(items: list[Item], spec: dict[str, Any], path: str | Path) -> Corpus:
+    if not items:
+        raise ValueError(f"{path}: no items found (format {spec['type']})")
+    return Corpus(items, source=spec)
+
+
+def load_corpus(
+    path: str | Path, fmt: str = "auto", *, split: str | None = None, mbeir_root: Path | None = None
+) -> Corpus:
+    """Load the items to index from ``path`` in format ``fmt`` (see :data:`SOURCE_FORMATS`), through
+    :data:`lumir.registry.SOURCES`; the corpus records its ``source`` spec.
+
+    Raises:
+        ValueError: an unknown format, or no items.
+        FileNotFoundError: no such path.
+    """
+    from lumir.registry import SOURCES
+
+    path = Path(path)
+    if fmt != "auto" and fmt not in SOURCES:
+        raise ValueError(f"unknown format {fmt!r}; choose one of auto, {', '.join(SOURCES.names())}")
     if fmt == "auto":
         fmt = detect_format(path)
-    items: list[Item]
-    if fmt == "jsonl":
-        from lumir.io.jsonl import read_items
-
-        items = read_items(path)
-    elif fmt == "folder":
-        from lumir.data.folder import load_image_folder
-
-        items = load_image_folder(path)
-    elif fmt in ("flickr8k", "flickr8k-captions"):
-        from lumir.data.flickr8k import load_flickr8k
-
-        images, captions = load_flickr8k(path, split=split)
-        items = images if fmt == "flickr8k" else captions
-    elif fmt == "beir":
-        from lumir.data.beir import load_beir
-
-        return load_beir(path).corpus
-    else:
-        from lumir.data.mbeir import load_mbeir_pool
-
-        return load_mbeir_pool(path, mbeir_root or _mbeir_root(path))
-    if not items:
-        raise ValueError(f"{path}: no items found (format {fmt})")
-    return Corpus(items)
+    options: dict[str, Any] = {"type": fmt, "path": str(path)}
+    if split is not None and fmt in ("flickr8k", "flickr8k-captions", "beir"):
+        options["split"] = split
+    if mbeir_root is not None and fmt == "mbeir":
+        options["root"] = str(mbeir_root)
+    corpus: Corpus = SOURCES.build(options)
+    return corpus
 
 
 def _mbeir_root(pool_file: Path) -> Path:

@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from tqdm.auto import tqdm
 
 from lumir.embed.instructions import UNIIR_TEMPLATE, InstructionSet, apply_instruction, resolve_instruction
 from lumir.errors import ImageLoadError, ModalityError
 from lumir.models.hub import dtype_name, resolve_device, resolve_dtype
 from lumir.models.pooling import l2_normalize
+from lumir.progress import progress
 from lumir.types import ImageRef, Item, Modality, Role
 
 if TYPE_CHECKING:
@@ -64,8 +64,11 @@ class EmbedInput:
 
 
 def as_instruction_set(value: InstructionSet | Mapping[str, Any] | str | Path | None) -> InstructionSet | None:
-    """Accept an InstructionSet, a dict (``{task: prompt(s)}`` or :meth:`InstructionSet.to_dict` output), or the
-    path of an M-BEIR ``query_instructions.tsv``."""
+    """Accept an InstructionSet, a dict (``{task: prompt(s)}``, :meth:`InstructionSet.to_dict` output, or
+    ``{"path": TSV, "choice": "random", "seed": 0}``), or the path of an M-BEIR ``query_instructions.tsv``.
+
+    UniIR draws a random instruction per query at evaluation as well as in training (see
+    :mod:`lumir.embed.instructions`); a bare path gives ``choice="first"``, the dict form reaches ``"random"``."""
     if value is None or isinstance(value, InstructionSet):
         return value
     if isinstance(value, Mapping):
@@ -91,7 +94,8 @@ class BaseEmbedder(ABC):
         instructions: task instructions for queries (an :class:`InstructionSet`, a dict, or an M-BEIR tsv path).
         instruction_template: ``"uniir"`` (default, UniIR's ``format_string(f"{instruction} {text}")``) or a
             ``str.format`` template with ``{instruction}`` and ``{text}``.
-        show_progress: tqdm progress bar; None shows it only for :data:`AUTO_PROGRESS_MIN_ITEMS` items or more.
+        show_progress: show progress (:mod:`lumir.progress`); None shows it only for
+            :data:`AUTO_PROGRESS_MIN_ITEMS` items or more.
         sort_by_length: sort text by length before batching (results are identical either way; sorting is
             faster because batches pad less). Skipped when everything fits in one batch.
     """
@@ -154,8 +158,9 @@ class BaseEmbedder(ABC):
             return out
         batches = self.plan_batches(inputs, batch_size)
         show = len(inputs) >= AUTO_PROGRESS_MIN_ITEMS if self.show_progress is None else self.show_progress
-        with torch.inference_mode():
-            for batch in tqdm(batches, disable=not show, desc=f"embed {role.value}s", unit="batch"):
+        with torch.inference_mode(), progress(total=len(inputs), desc=f"embed {role.value}s", unit="item",
+                                             enabled=show) as bar:  # fmt: skip
+            for batch in batches:
                 vectors = self._encode_batch(batch).to(device="cpu", dtype=torch.float32)  # (b, dim)
                 if vectors.shape != (len(batch), self.dim):
                     raise RuntimeError(
@@ -163,6 +168,7 @@ class BaseEmbedder(ABC):
                         f"expected ({len(batch)}, {self.dim})"
                     )
                 out[[inp.position for inp in batch]] = l2_normalize(vectors)
+                bar.update(len(batch))
         return out
 
     def spec(self) -> dict[str, Any]:
@@ -210,6 +216,17 @@ class BaseEmbedder(ABC):
                 f"image query into image+text, and supported modalities are {sorted(m.value for m in self.modalities)}"
             )
         return inputs
+
+    def input_key(self, item: Item, role: Role) -> tuple[Any, ...]:
+        """What the model is fed for ``item`` in ``role`` (text after the instruction, image identity).
+
+        Equal keys give equal vectors, so a query without an instruction shares its key with the same item as a
+        candidate (:class:`~lumir.embed.memo.MemoEmbedder` embeds it once).
+        """
+        from lumir.embed.memo import image_key
+
+        [inp] = self.prepare([item], Role(role))
+        return (inp.text, image_key(inp.image))
 
     def length_keys(self, group: Sequence[EmbedInput]) -> list[int]:
         """Sort keys of a text or image+text group: character length (:class:`TextEmbedder` counts tokens)."""

@@ -11,7 +11,18 @@ image depending on the instruction). They follow M-BEIR/UniIR:
   explicitly disables), else the entry for ``query.task``, else the entry for
   ``(query.meta["dataset_id"], query modality, query.meta["cand_modality"])``, else none.
 - **Choice** among several prompts: the first (deterministic default), or ``choice="random"``, a seeded choice
-  per query id. UniIR samples ``random.choice(prompts)`` on every ``__getitem__`` in training.
+  per query id. UniIR samples an instruction at *evaluation* too, not only in training:
+  ``MBEIRMainDataset.__getitem__`` calls ``_get_random_query_prompt`` (``random.choice(prompts)``) for
+  ``Mode.TRAIN`` and ``Mode.EVAL`` alike, and ``src/common/mbeir_embedder.py`` embeds the evaluation queries through
+  ``MBEIRMainDataset(mode=Mode.EVAL)`` after ``set_seed(config.seed + rank)`` (TIGER-AI-Lab/UniIR,
+  ``src/data/mbeir_dataset.py`` at 1017242 and da8c00a, ``src/common/mbeir_embedder.py``). UniIR's scores thus
+  use one random prompt per query from Python's global RNG (draws that depend on the seed, the process rank and the
+  data order). ``choice="random"`` is the reproducible counterpart — a seeded draw per query id, not UniIR's exact
+  draws — and ``choice="first"`` a deterministic deviation from it. The choice goes wherever an instruction table
+  goes: ``InstructionSet.from_mbeir_tsv(path, choice="random", seed=0)``, or the dict
+  ``{"path": "query_instructions.tsv", "choice": "random", "seed": 0}`` accepted by :meth:`InstructionSet.from_dict`
+  and so by every embedder's ``instructions=`` (:func:`lumir.embed.base.as_instruction_set`); an embedder's
+  ``spec()`` keeps the table with its choice and seed.
 - **Application** (UniIR ``MBEIRMainDataset.__getitem__``): ``format_string(f"{prompt} {query_txt}")`` with
   ``query_txt = ""`` for image-only queries, so an image-only query with an instruction gains the instruction as
   its text and becomes an image+text query. Text embedders in the E5/NV-Embed style use a template instead, e.g.
@@ -147,11 +158,23 @@ class InstructionSet:
     def from_dict(
         cls, data: Mapping[str, Any], *, choice: str | None = None, seed: int | None = None
     ) -> InstructionSet:
-        """Build from ``{task: prompt or [prompts]}``, or from the dict :meth:`to_dict` writes.
+        """Build from ``{task: prompt or [prompts]}``, from the dict :meth:`to_dict` writes, or from
+        ``{"path": M-BEIR tsv, "choice": ..., "seed": ...}`` (:meth:`from_mbeir_tsv`; ``choice`` and ``seed``
+        optional).
 
         Raises:
             ValueError: a task has no non-empty prompt, or the dict is malformed.
+            DataFormatError: the ``path`` form names a missing or malformed file.
         """
+        if "path" in data:
+            unknown = sorted(set(data) - {"path", "choice", "seed"})
+            if unknown:
+                raise ValueError(f"an instruction file spec takes path, choice and seed; got also {unknown}")
+            return cls.from_mbeir_tsv(
+                data["path"],
+                choice=choice or str(data.get("choice", "first")),
+                seed=int(data.get("seed", 0)) if seed is None else seed,
+            )
         if "by_task" in data or "by_key" in data:
             by_task = {str(t): _prompts(p, f"task {t!r}") for t, p in dict(data.get("by_task", {})).items()}
             by_key: dict[tuple[str, str, str], tuple[str, ...]] = {}

@@ -1,4 +1,5 @@
-"""MiniEmbedder: lumir-mini, an offline image–text dual encoder (frozen towers + trained heads).
+"""MiniEmbedder: lumir-mini, an offline image–text dual encoder (frozen towers + trained heads), with an
+open-vocabulary path.
 
 - text: all-MiniLM-L6-v2 sentence embedding → text head;
 - image: EfficientNet-Lite0 pooled head + stage features → image head; with ``mirror`` (the default of the shipped
@@ -6,13 +7,22 @@
 - image+text (composed queries, e.g. "this photo, but on a beach"): the normalised sum of the normalised image and
   text embeddings (UniIR's score-level fusion, ``CLIP_SF``, in a shared space).
 
+**Open vocabulary** (``open_vocab``, on by default for the shipped heads): the heads only know Flickr8k's world of
+people and dogs, so each vector gets a second, ConSE part (:mod:`lumir.models.conse`): a photo's part is the
+probability-weighted mean of the MiniLM embeddings of its ``top`` most probable ImageNet class names (probabilities
+averaged over the photo and its mirror image when ``mirror``), a text's part is its MiniLM sentence embedding, and a
+composed query's part is the normalised sum of the two. The vector is ``[sqrt(w) * heads, sqrt(1 - w) * ConSE]``
+(256 + 384 = 640-d for the shipped model), so every inner product is ``w`` times the heads' cosine plus ``1 - w``
+times the ConSE cosine. ``open_vocab=0`` (``mini:open_vocab=0``) gives exactly the heads-only 256-d vectors.
+
 ``load_embedder("mini")`` loads the heads shipped inside the package (``lumir/assets/mini``);
-``load_embedder("mini:DIR")`` loads heads trained with ``lumir train embedder`` from ``DIR``.
+``load_embedder("mini:DIR")`` loads heads trained with ``lumir train embedder`` from ``DIR`` (open vocabulary off
+unless asked for: ``mini:DIR,open_vocab=1``; its settings were chosen for heads trained by the shipped recipe).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -21,16 +31,43 @@ import torch
 import torch.nn.functional as F
 
 from lumir.embed.base import BaseEmbedder, EmbedInput
-from lumir.models.mini import ImageFeatureExtractor, MiniHeads, load_mini_heads, text_tower_features
+from lumir.models.conse import (
+    OpenVocabConfig,
+    class_vectors,
+    conse_vectors,
+    fuse,
+    imagenet_class_names,
+    mean_probabilities,
+)
+from lumir.models.mini import (
+    TEXT_FEATURE_SPANS,
+    ImageFeatureExtractor,
+    MiniHeads,
+    load_mini_heads,
+    text_tower_features,
+)
 from lumir.models.text import SentenceTransformerModel, minilm_path
 from lumir.types import Modality
 
-__all__ = ["MiniEmbedder", "shipped_mini_path"]
+__all__ = ["MiniEmbedder", "imagenet_class_vectors", "shipped_mini_path"]
+
+_CLASS_VECTORS: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
 
 
 def shipped_mini_path() -> Path:
     """Folder of the lumir-mini heads shipped inside the package."""
     return Path(str(resources.files("lumir") / "assets" / "mini"))
+
+
+def imagenet_class_vectors(templates: Sequence[str], model: SentenceTransformerModel | None = None) -> torch.Tensor:
+    """all-MiniLM-L6-v2 embeddings ``(1000, 384)`` (CPU, float32) of the ImageNet class names in ``templates``
+    (averaged), computed once per process (1,000 short MiniLM passes per template; ``model``: the loaded
+    all-MiniLM-L6-v2 to use, else it is loaded)."""
+    key = (str(minilm_path()), tuple(templates))
+    if key not in _CLASS_VECTORS:
+        model = model or SentenceTransformerModel.from_folder(minilm_path())
+        _CLASS_VECTORS[key] = class_vectors(model.encode, imagenet_class_names(), templates)
+    return _CLASS_VECTORS[key]
 
 
 class MiniEmbedder(BaseEmbedder):
@@ -39,42 +76,84 @@ class MiniEmbedder(BaseEmbedder):
     Args:
         path: a lumir-mini model folder (``config.json`` + ``heads.safetensors``); None = the shipped model.
         optimize: TorchScript-freeze the image tower on CPU (faster, same features to ~1e-5).
+        open_vocab: the open-vocabulary (ConSE) part: None = on with the default settings
+            (:class:`~lumir.models.conse.OpenVocabConfig`) for the shipped heads, off for a ``path``; True/1 = on
+            with the defaults; False/0 = off (heads only, exactly the vectors of lumir-mini before this option);
+            a mapping = on with these settings (``weight``, ``top``, ``templates``).
         **options: :class:`~lumir.embed.base.BaseEmbedder` options (device, instructions, show_progress, ...).
     """
 
     modalities = frozenset({Modality.TEXT, Modality.IMAGE, Modality.IMAGE_TEXT})
     type_name = "mini"
 
-    def __init__(self, path: str | Path | None = None, *, optimize: bool = True, **options: Any) -> None:
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        optimize: bool = True,
+        open_vocab: bool | int | Mapping[str, Any] | OpenVocabConfig | None = None,
+        **options: Any,
+    ) -> None:
         if options.get("dtype", "float32") not in ("float32", torch.float32):
             raise ValueError("lumir-mini runs in float32 only (its towers are small); drop the dtype option")
         super().__init__(**options)
         self.path = None if path is None else Path(path)
+        self.open_vocab = OpenVocabConfig.parse(open_vocab if open_vocab is not None else self.path is None)
         self.heads: MiniHeads = load_mini_heads(self.path or shipped_mini_path()).to(self.device)
         self.images = ImageFeatureExtractor(device=self.device, optimize=optimize)
         self.text_model = SentenceTransformerModel.from_folder(minilm_path(), device=self.device)
-        self.dim = self.heads.dim
+        sentence = TEXT_FEATURE_SPANS["sentence"]
+        self._sentence = slice(*sentence)
+        self.dim = self.heads.dim + (sentence[1] - sentence[0] if self.open_vocab else 0)
+        self._class_vecs: torch.Tensor | None = None
 
-    def _text(self, texts: Sequence[str]) -> torch.Tensor:
-        feats = text_tower_features(self.text_model, texts).to(self.device)
-        return F.normalize(self.heads.text_head(feats), dim=-1)
+    def class_vectors(self) -> torch.Tensor:
+        """The ImageNet class-name embeddings the ConSE part uses (computed on first use; see
+        :func:`imagenet_class_vectors`).
 
-    def _image(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
+        Raises:
+            RuntimeError: the open-vocabulary part is off.
+        """
+        if self.open_vocab is None:
+            raise RuntimeError("the open-vocabulary part is off (open_vocab=0); there are no class vectors")
+        if self._class_vecs is None:
+            self._class_vecs = imagenet_class_vectors(self.open_vocab.templates, self.text_model)
+        return self._class_vecs
+
+    def _text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Heads embedding and (when open_vocab is on) the MiniLM sentence embedding of texts."""
+        feats = text_tower_features(self.text_model, texts)
+        heads = F.normalize(self.heads.text_head(feats.to(self.device)), dim=-1)
+        return heads, None if self.open_vocab is None else feats[:, self._sentence]
+
+    def _image(self, batch: Sequence[EmbedInput]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Heads embedding and (when open_vocab is on) the ConSE embedding of a batch of photos."""
         pixels = self.images.pixels(self.load_images(batch))
-        out = F.normalize(self.heads.image_head(self.images.from_pixels(pixels).to(self.device)), dim=-1)
+        views = [self.images.from_pixels(pixels)]
+        out = F.normalize(self.heads.image_head(views[0].to(self.device)), dim=-1)
         if self.heads.mirror:
-            mirror = self.heads.image_head(self.images.from_pixels(pixels, mirror=True).to(self.device))
+            views.append(self.images.from_pixels(pixels, mirror=True))
+            mirror = self.heads.image_head(views[1].to(self.device))
             out = F.normalize(out + F.normalize(mirror, dim=-1), dim=-1)
-        return out
+        if self.open_vocab is None:
+            return out, None
+        probs = mean_probabilities(*(self.images.class_logits(v) for v in views))
+        return out, conse_vectors(probs, self.class_vectors(), self.open_vocab.top)
 
     def _encode_batch(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
         modality = batch[0].modality
         if modality is Modality.TEXT:
-            return self._text([inp.text or "" for inp in batch])
-        image = self._image(batch)
-        if modality is Modality.IMAGE:
-            return image
-        return F.normalize(image + self._text([inp.text or "" for inp in batch]), dim=-1)
+            heads, ov = self._text([inp.text or "" for inp in batch])
+        else:
+            heads, ov = self._image(batch)
+            if modality is Modality.IMAGE_TEXT:
+                text_heads, text_ov = self._text([inp.text or "" for inp in batch])
+                heads = F.normalize(heads + text_heads, dim=-1)
+                if ov is not None and text_ov is not None:
+                    ov = F.normalize(ov + text_ov, dim=-1)
+        if self.open_vocab is None or ov is None:
+            return heads
+        return fuse(heads.cpu(), ov.cpu(), self.open_vocab.weight)
 
     def plan_batches(self, inputs: Sequence[EmbedInput], batch_size: int) -> list[list[EmbedInput]]:
         """Text batches as asked; image batches capped at the image tower's fastest CPU batch size."""
@@ -89,3 +168,6 @@ class MiniEmbedder(BaseEmbedder):
 
     def _source_spec(self) -> dict[str, Any]:
         return {} if self.path is None else {"path": str(self.path)}
+
+    def _options_spec(self) -> dict[str, Any]:
+        return {"open_vocab": False if self.open_vocab is None else self.open_vocab.to_dict()}

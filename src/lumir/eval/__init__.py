@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["evaluate", "evaluate_task", "load_tasks"]
+__all__ = ["EvalResult", "evaluate", "evaluate_task", "load_tasks"]
 
 
 def __getattr__(name: str) -> Any:
@@ -12,6 +12,10 @@ def __getattr__(name: str) -> Any:
         from lumir.eval import evaluator
 
         return getattr(evaluator, name)
+    if name == "EvalResult":
+        from lumir.eval.result import EvalResult
+
+        return EvalResult
     if name == "load_tasks":
         from lumir.eval.tasks import load_tasks
 

@@ -16,13 +16,15 @@ from typing import Any
 
 from lumir.collections import RetrievalTask
 from lumir.config import versions, write_json
+from lumir.embed.memo import MemoEmbedder
 from lumir.eval.metrics import compute_metrics, parse_metric, rsum
+from lumir.eval.result import EvalResult
+from lumir.eval.tasks import load_tasks
 from lumir.io.trec import check_qrels, write_run
-from lumir.pipeline import Pipeline
-from lumir.protocols import Embedder, Reranker, Rewriter
-from lumir.retrieve import DenseRetriever
+from lumir.pipeline import Pipeline, PipelineSpec, Stages, build_pipeline, load_stages
+from lumir.protocols import Embedder, Retriever
 
-__all__ = ["EVAL_FORMAT_VERSION", "evaluate", "evaluate_task"]
+__all__ = ["EVAL_FORMAT_VERSION", "System", "evaluate", "evaluate_task"]
 
 logger = logging.getLogger(__name__)
 EVAL_FORMAT_VERSION = 1
@@ -30,39 +32,6 @@ EVAL_FORMAT_VERSION = 1
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
-
-
-def _retriever(
-    task: RetrievalTask,
-    embedder: Embedder,
-    *,
-    batch_size: int,
-    index_cache: Path | None,
-    candidate_modality: str | None,
-    backend: str,
-) -> tuple[DenseRetriever, float]:
-    """Embed the task's candidates (or reopen a cached index directory) and return a retriever."""
-    t = time.perf_counter()
-    if index_cache is None and backend == "flat":
-        retriever = DenseRetriever.from_corpus(
-            task.corpus, embedder, batch_size=batch_size, candidate_modality=candidate_modality
-        )
-    else:
-        from lumir.index import build_index, open_index
-
-        path = (index_cache or Path(".lumir-cache")) / _slug(task.name)
-        store = None
-        if (path / "lumir.json").is_file():
-            store = open_index(path, embedder=embedder)
-            if store.config.get("embedder") != embedder.spec() or store.corpus.ids != task.corpus.ids:
-                logger.info("cached index %s was built differently; rebuilding", path)
-                store = None
-        if store is None:
-            store = build_index(task.corpus, embedder, path, backend=backend, batch_size=batch_size, overwrite=True)
-        retriever = DenseRetriever(
-            embedder, store.index, task.corpus, batch_size=batch_size, candidate_modality=candidate_modality
-        )
-    return retriever, time.perf_counter() - t
 
 
 def evaluate_task(
@@ -98,6 +67,8 @@ def evaluate_task(
         if "rerank" in rankings.meta:  # the reranker's counters: prompts, parse failures, truncations, ...
             stages[stage]["rerank"] = dict(rankings.meta["rerank"])
             stages[stage]["reranker"] = rankings.meta.get("reranker")
+        if rankings.meta.get("short_rankings"):  # an approximate index returned fewer than k hits
+            stages[stage]["short_rankings"] = int(rankings.meta["short_rankings"])
         if run_dir is not None:
             write_run(Path(run_dir) / f"{_slug(task.name)}.{stage}.trec", rankings, run_name=f"lumir-{stage}")
     entry: dict[str, Any] = {
@@ -106,74 +77,142 @@ def evaluate_task(
         "stages": stages,
         "timings": {name: round(s, 4) for name, s in out.seconds.items()},
     }
+    if out.rewrites:  # what each rewritten query became (the rewrite stage's output)
+        entry["rewrites"] = out.rewrites
     if any(dropped.values()):
         entry["qrels_dropped"] = dropped
     return entry
 
 
+System = PipelineSpec | Mapping[str, Any] | str | Path | Embedder | Retriever
+"""What :func:`evaluate` scores: a pipeline spec (or its file), an embedder (spec or object), or a ready retriever."""
+
+
+def _as_spec(system: Any) -> tuple[PipelineSpec | None, Embedder | None, Retriever | None]:
+    """(spec to build per task, embedder object to use, or a fixed retriever) from what the caller gave."""
+    if isinstance(system, PipelineSpec):
+        return system, None, None
+    if isinstance(system, Mapping):
+        if "type" in system:  # an embedder spec
+            return PipelineSpec(embedder=dict(system)), None, None
+        return PipelineSpec.from_dict(system), None, None
+    if isinstance(system, (str, Path)):
+        path = Path(system)
+        if path.suffix in (".yaml", ".yml", ".json") and path.is_file():
+            return PipelineSpec.from_file(path), None, None
+        return PipelineSpec(embedder=str(system)), None, None
+    if isinstance(system, Embedder):
+        return PipelineSpec(), system, None
+    if hasattr(system, "retrieve"):
+        return None, None, system
+    raise TypeError(
+        f"cannot evaluate a {type(system).__name__}: give a PipelineSpec (or its file), an embedder or its spec, "
+        "or a retriever/Pipeline"
+    )
+
+
+def _load_task_list(tasks: Any, data: str | Path | None) -> list[RetrievalTask]:
+    if isinstance(tasks, RetrievalTask):
+        return [tasks]
+    if isinstance(tasks, (str, Mapping)):
+        return load_tasks(tasks, data=data)
+    out: list[RetrievalTask] = []
+    for t in tasks:
+        out.extend([t] if isinstance(t, RetrievalTask) else load_tasks(t, data=data))
+    return out
+
+
 def evaluate(
-    tasks: Sequence[RetrievalTask],
+    system: System,
+    tasks: Sequence[RetrievalTask | str | Mapping[str, Any]] | RetrievalTask | str | Mapping[str, Any],
     *,
-    embedder: Embedder,
-    reranker: Reranker | None = None,
-    rewriter: Rewriter | None = None,
-    k: int = 100,
-    rerank_k: int | None = None,
+    k: int | None = None,
     metrics: Sequence[str] | None = None,
-    batch_size: int = 64,
-    candidate_modality: str | None = None,
-    backend: str = "flat",
-    index_cache: str | Path | None = None,
+    embedder: Embedder | None = None,
+    data: str | Path | None = None,
     output: str | Path | None = None,
     run_dir: str | Path | None = None,
     config: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Evaluate a dense retriever (plus optional rewriter and reranker) on each task.
+) -> EvalResult:
+    """Score every stage of a retrieval system on each task.
 
     Args:
-        tasks: from :func:`lumir.eval.load_tasks` or the loaders in :mod:`lumir.data`.
-        embedder: embeds candidates and queries.
-        reranker, rewriter: optional later/earlier stages; reported as separate stages.
-        k: first-stage depth; rerank_k: how many of those the reranker sees.
-        metrics: override each task's metric list.
-        candidate_modality: restrict candidates to one modality, or ``"auto"`` (M-BEIR's desired modality).
-        backend: ``"flat"`` (exact, default) or ``"faiss"``; index_cache: keep (resumable) index directories
-            there so a rerun skips corpus embedding.
-        output: write the EvalResult JSON there; run_dir: write one TREC run per task and stage there.
-        config: recorded verbatim in the result (e.g. the CLI arguments).
+        system: what to evaluate —
 
-    Returns:
-        The EvalResult dict (see the module docstring of :mod:`lumir.eval.report`).
+            - a :class:`~lumir.pipeline.PipelineSpec`, its mapping or its YAML/JSON file: its components (embedder,
+              rewriter, reranker) are loaded once and a pipeline is built over each task's candidates;
+            - an embedder, or an embedder spec (``"minilm"``, ``{"type": "clip", ...}``): a dense retriever;
+            - a :class:`~lumir.pipeline.Pipeline` or any retriever: used as is for every task (its candidates must
+              hold the tasks' relevant ids, e.g. an index built over the task's corpus).
+        tasks: :class:`~lumir.collections.RetrievalTask` s or task specs (``"scifact"``, ``"flickr8k"``, ...).
+        k: first-stage depth (default: the spec's ``k``, 100).
+        metrics: override each task's metric list.
+        embedder: an embedder object to use with a spec (instead of the spec's ``embedder``).
+        data: data root for task specs (default ``$LUMIR_DATA`` or ``../shared/data``).
+        output: write the EvalResult JSON there (after every task, so a long run keeps what it finished).
+        run_dir: write one TREC run per task and stage there.
+        config: recorded verbatim in the result (e.g. the CLI command).
+
+    Paired tasks over the same items (Flickr8k t2i + i2t) embed each item once: the embedder is wrapped in a
+    :class:`~lumir.embed.memo.MemoEmbedder` shared by every task of the call.
+
+    Example:
+        >>> result = evaluate("color", "toy", k=8)
+        >>> result.score("toy/t2i", "R@1")
+        1.0
     """
+    task_list = _load_task_list(tasks, data)
+    spec, given, fixed = _as_spec(system)
+    embedder = embedder or given
+    if spec is not None and k is not None:
+        spec = spec.replace(k=k)
+    record: dict[str, Any] = {"k": k if spec is None else spec.k}
+    stages = None
+    memo: MemoEmbedder | None = None
+    pipe: Pipeline | None = None
+    if spec is not None:
+        instructions = next((t.meta["instructions_path"] for t in task_list if "instructions_path" in t.meta), None)
+        stages = load_stages(spec, instructions=instructions)
+        chosen = embedder or stages.embedder
+        if chosen is None:
+            raise ValueError("nothing to evaluate: the pipeline spec names no embedder (embedder: or --embedder)")
+        memo = MemoEmbedder(chosen)
+        stages = Stages(memo, stages.rewriter, stages.reranker)
+        record.update(pipeline=spec.to_dict(), embedder=chosen.spec())
+    else:
+        assert fixed is not None
+        pipe = fixed if isinstance(fixed, Pipeline) else Pipeline(fixed, k=k or 100)
+        record.update(pipeline=dict(pipe.describe()), k=pipe.k if k is None else k)
     result: dict[str, Any] = {
         "format": "lumir-eval",
         "format_version": EVAL_FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
-        "config": {"embedder": embedder.spec(), "k": k, "rerank_k": rerank_k, "backend": backend, **(config or {})},
+        "config": {**record, "tasks": [t.name for t in task_list], **(config or {})},
         "tasks": {},
     }
-    cache = None if index_cache is None else Path(index_cache)
-    for task in tasks:
+    for task in task_list:
         logger.info("evaluating %s", task)
-        retriever, embed_seconds = _retriever(
-            task,
-            embedder,
-            batch_size=batch_size,
-            index_cache=cache,
-            candidate_modality=candidate_modality,
-            backend=backend,
+        t = time.perf_counter()
+        before = (memo.hits, memo.misses) if memo is not None else (0, 0)
+        if spec is not None:
+            assert stages is not None
+            pipeline = build_pipeline(spec, corpus=task.corpus, stages=stages, cache_name=task.name)
+        else:
+            assert pipe is not None
+            pipeline = pipe
+        embed_seconds = time.perf_counter() - t
+        entry = evaluate_task(
+            task, pipeline, k=pipeline.k, metrics=metrics, run_dir=None if run_dir is None else Path(run_dir)
         )
-        pipeline = Pipeline(
-            retriever, rewriter=rewriter, reranker=reranker, corpus=task.corpus, k=k, rerank_k=rerank_k
-        )
-        entry = evaluate_task(task, pipeline, k=k, metrics=metrics, run_dir=None if run_dir is None else Path(run_dir))
         entry["timings"] = {"embed_corpus": round(embed_seconds, 4), **entry["timings"]}
+        if memo is not None:
+            entry["embedding"] = {"embedded": memo.misses - before[1], "reused": memo.hits - before[0]}
         result["tasks"][task.name] = entry
         result["summary"] = image_text_rsum(result["tasks"])
-        if output is not None:  # write after every task so a long run keeps what it finished
+        if output is not None:
             write_json(output, result)
-    return result
+    return EvalResult(result)
 
 
 def image_text_rsum(tasks: Mapping[str, Any]) -> dict[str, dict[str, float]]:

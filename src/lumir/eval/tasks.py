@@ -1,33 +1,44 @@
-"""Retrieval tasks described as data: a small spec language over the dataset loaders.
+"""Retrieval tasks described as data, built through :data:`lumir.registry.TASKS`.
 
 A task spec is a string (CLI-friendly) or a mapping (YAML-friendly):
 
 =====================================  ==========================================================
 ``beir:PATH[:SPLIT]``                   a BEIR folder (e.g. SciFact), one task ``beir/<name>``
-``scifact``                             ``beir:<data root>/beir-scifact``
+``scifact[:SPLIT]``                     ``beir:<data root>/beir-scifact``
 ``flickr8k[:PATH]``                     Flickr8k 1K test, text->image and image->text (5-caption protocol)
 ``flickr8k/t2i``, ``flickr8k/i2t``      one direction only
-``karpathy:JSON[:IMAGE_ROOT]``          ALBEF/BLIP Karpathy json, both directions (needs images)
+``karpathy:JSON:IMAGE_ROOT``            ALBEF/BLIP Karpathy json, both directions (needs images)
 ``mbeir:ROOT[:TASK,TASK...]``           M-BEIR tasks from files (all found ones when none named)
 ``toy``                                 the coloured-shapes toy task from :mod:`lumir.testing.toy`
 =====================================  ==========================================================
 
 Mapping form: ``{"type": "beir", "path": "...", "split": "test"}``, ``{"type": "mbeir", "path": ROOT,
-"tasks": ["mscoco_task0"], "pool": "local", "split": "test"}``, ``{"type": "flickr8k", "path": ..., "split": ...}``.
-Relative dataset names resolve against the data root: ``LUMIR_DATA`` or ``../shared/data``.
+"tasks": ["mscoco_task0"], "pool": "local", "split": "test"}``, ``{"type": "flickr8k", "path": ..., "split": ...,
+"direction": "t2i"}``. Relative dataset paths resolve against the data root: ``LUMIR_DATA`` or ``../shared/data``.
+Every loaded task records the spec that rebuilds it (``task.spec()``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from lumir.collections import RetrievalTask
 
-__all__ = ["default_data_root", "load_tasks", "parse_task_spec"]
+__all__ = [
+    "beir_tasks",
+    "default_data_root",
+    "flickr8k_tasks",
+    "karpathy_tasks",
+    "load_tasks",
+    "mbeir_tasks",
+    "parse_task_spec",
+    "toy_tasks",
+]
 
 
 def default_data_root(data: str | Path | None = None) -> Path:
@@ -50,44 +61,76 @@ def default_data_root(data: str | Path | None = None) -> Path:
     )
 
 
+# ---------------------------------------------------------------------------------------------- spec-string parsers
+def parse_beir(rest: str) -> dict[str, Any]:
+    """``PATH[:SPLIT]`` (SPLIT one of test, dev, train), or just ``SPLIT`` for ``scifact``."""
+    if rest in ("test", "dev", "train"):
+        return {"split": rest}
+    path, _, split = rest.rpartition(":") if re.search(r":(test|dev|train)$", rest) else (rest, "", "")
+    out: dict[str, Any] = {"split": split or "test"}
+    if path:
+        out["path"] = path
+    return out
+
+
+def parse_flickr8k(rest: str) -> dict[str, Any]:
+    """``PATH`` of a Flickr8k folder (default ``flickr8k`` under the data root)."""
+    return {"path": rest} if rest else {}
+
+
+def parse_karpathy(rest: str) -> dict[str, Any]:
+    """``JSON:IMAGE_ROOT``."""
+    json_path, _, image_root = rest.partition(":")
+    return {"path": json_path, "image_root": image_root or None}
+
+
+def parse_mbeir(rest: str) -> dict[str, Any]:
+    """``ROOT[:TASK,TASK...]``."""
+    root, _, names = rest.partition(":")
+    return {"path": root, "tasks": [n for n in names.split(",") if n] or None}
+
+
+def parse_directional(text: str) -> dict[str, Any] | None:
+    """``flickr8k/t2i[:PATH]`` and ``karpathy/i2t:JSON:ROOT``: a task type with one direction."""
+    head, _, rest = text.partition(":")
+    kind, slash, direction = head.partition("/")
+    if not slash or kind.lower() not in ("flickr8k", "karpathy"):
+        return None
+    options = (parse_flickr8k if kind.lower() == "flickr8k" else parse_karpathy)(rest)
+    return {"type": kind.lower(), **options, "direction": direction}
+
+
 def parse_task_spec(spec: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Normalise a string or mapping task spec into a mapping with a ``type`` key."""
-    if isinstance(spec, Mapping):
-        if "type" not in spec:
-            raise ValueError(f"task spec {dict(spec)!r} needs a 'type' (beir, flickr8k, karpathy, mbeir, toy)")
-        return dict(spec)
-    head, _, rest = spec.partition(":")
-    # Windows drive letters are not a concern here; paths may contain ':' only after the first field.
-    kind, _, direction = head.partition("/")
-    kind = kind.lower()
-    if kind == "scifact":
-        return {"type": "beir", "path": "beir-scifact", "split": rest or "test"}
-    if kind == "beir":
-        path, _, split = rest.rpartition(":") if re.search(r":(test|dev|train)$", rest) else (rest, "", "")
-        return {"type": "beir", "path": path, "split": split or "test"}
-    if kind == "flickr8k":
-        return {"type": "flickr8k", "path": rest or "flickr8k", "direction": direction or None}
-    if kind == "karpathy":
-        json_path, _, image_root = rest.partition(":")
-        return {
-            "type": "karpathy",
-            "path": json_path,
-            "image_root": image_root or None,
-            "direction": direction or None,
-        }
-    if kind == "mbeir":
-        root, _, names = rest.partition(":")
-        return {"type": "mbeir", "path": root, "tasks": [n for n in names.split(",") if n] or None}
-    if kind == "toy":
-        return {"type": "toy"}
-    raise ValueError(f"unknown task spec {spec!r}; expected one of beir:, scifact, flickr8k, karpathy:, mbeir:, toy")
+    """Normalise a string or mapping task spec into a mapping with a ``type`` key.
+
+    Example:
+        >>> parse_task_spec("flickr8k/t2i")
+        {'type': 'flickr8k', 'direction': 't2i'}
+        >>> parse_task_spec("scifact")
+        {'type': 'scifact', 'path': 'beir-scifact'}
+    """
+    from lumir.registry import TASKS
+
+    return TASKS.normalize(spec)
 
 
-def _resolve(path: str, data: str | Path | None) -> Path:
+# ---------------------------------------------------------------------------------------------- loaders
+def _resolve(path: str | Path, data: str | Path | None) -> Path:
     p = Path(path).expanduser()
     if p.exists() or p.is_absolute():
         return p
     return default_data_root(data) / p
+
+
+def _with_spec(tasks: Sequence[RetrievalTask], spec: Mapping[str, Any], **per_task: Any) -> list[RetrievalTask]:
+    """The tasks, each recording the spec that rebuilds it (paired tasks: with its own direction)."""
+    out = []
+    for task in tasks:
+        own = dict(spec)
+        if "direction" in per_task:
+            own["direction"] = task.name.rpartition("/")[2]
+        out.append(dataclasses.replace(task, meta={**task.meta, "spec": own}))
+    return out
 
 
 def _direction(tasks: list[RetrievalTask], direction: str | None) -> list[RetrievalTask]:
@@ -99,44 +142,96 @@ def _direction(tasks: list[RetrievalTask], direction: str | None) -> list[Retrie
     return chosen
 
 
+def beir_tasks(path: str | Path, split: str = "test", *, data: str | Path | None = None) -> list[RetrievalTask]:
+    """One BEIR folder as a task ``beir/<name>``."""
+    from lumir.data.beir import load_beir
+
+    task = load_beir(_resolve(path, data), split=split)
+    return _with_spec([task], {"type": "beir", "path": str(path), "split": split})
+
+
+def flickr8k_tasks(
+    path: str | Path = "flickr8k",
+    split: str = "test_1k",
+    direction: str | None = None,
+    *,
+    data: str | Path | None = None,
+) -> list[RetrievalTask]:
+    """``flickr8k/t2i`` and ``flickr8k/i2t`` of a split (or one ``direction``)."""
+    from lumir.data.flickr8k import flickr8k_tasks as load
+
+    tasks = _direction(load(_resolve(path, data), split=split), direction)
+    return _with_spec(tasks, {"type": "flickr8k", "path": str(path), "split": split}, direction=True)
+
+
+def karpathy_tasks(
+    path: str | Path,
+    image_root: str | Path | None = None,
+    direction: str | None = None,
+    *,
+    data: str | Path | None = None,
+) -> list[RetrievalTask]:
+    """Karpathy-split image–text tasks (both directions, or one)."""
+    from lumir.data.karpathy import karpathy_tasks as load
+
+    if not image_root:
+        raise ValueError("Karpathy retrieval tasks need the images: use karpathy:JSON:IMAGE_ROOT")
+    tasks = _direction(load(_resolve(path, data), Path(image_root)), direction)
+    spec = {"type": "karpathy", "path": str(path), "image_root": str(image_root)}
+    return _with_spec(tasks, spec, direction=True)
+
+
+def mbeir_tasks(
+    path: str | Path,
+    tasks: Sequence[str] | None = None,
+    split: str = "test",
+    pool: str = "local",
+    *,
+    data: str | Path | None = None,
+) -> list[RetrievalTask]:
+    """M-BEIR tasks (all found in ``split`` when ``tasks`` is None), with local or global pools."""
+    from lumir.data.mbeir import list_mbeir_tasks, load_mbeir_pool, mbeir_pool_path, mbeir_task, parse_task_name
+
+    root = _resolve(path, data)
+    names = list(tasks or list_mbeir_tasks(root, split))
+    shared = None  # the global pool (5.6M candidates in M-BEIR) is loaded once for all tasks
+    if pool == "global":
+        shared = load_mbeir_pool(mbeir_pool_path(root, "", split, "global"), root)
+    loaded = [mbeir_task(root, *parse_task_name(n), split=split, pool=pool, corpus=shared) for n in names]  # type: ignore[arg-type]
+    return [
+        dataclasses.replace(
+            t,
+            meta={
+                **t.meta,
+                "spec": {"type": "mbeir", "path": str(path), "tasks": [t.name], "split": split, "pool": pool},
+            },
+        )
+        for t in loaded
+    ]
+
+
+def toy_tasks() -> list[RetrievalTask]:
+    """The coloured-shapes toy task with known answers (:mod:`lumir.testing.toy`)."""
+    from lumir.testing.toy import toy_t2i_task
+
+    return _with_spec([toy_t2i_task()], {"type": "toy"})
+
+
 def load_tasks(spec: str | Mapping[str, Any], *, data: str | Path | None = None) -> list[RetrievalTask]:
     """Load the :class:`RetrievalTask` s a spec describes (see the module docstring).
 
     Example:
         >>> [t.name for t in load_tasks("toy")]
         ['toy/t2i']
+        >>> load_tasks("toy")[0].spec()
+        {'type': 'toy'}
     """
-    s = parse_task_spec(spec)
-    kind = s["type"]
-    if kind == "toy":
-        from lumir.testing.toy import toy_t2i_task
+    import inspect
 
-        return [toy_t2i_task()]
-    if kind == "beir":
-        from lumir.data.beir import load_beir
+    from lumir.registry import TASKS
 
-        return [load_beir(_resolve(s["path"], data), split=s.get("split", "test"))]
-    if kind == "flickr8k":
-        from lumir.data.flickr8k import flickr8k_tasks
-
-        tasks = flickr8k_tasks(_resolve(s.get("path", "flickr8k"), data), split=s.get("split", "test_1k"))
-        return _direction(tasks, s.get("direction"))
-    if kind == "karpathy":
-        from lumir.data.karpathy import karpathy_tasks
-
-        if not s.get("image_root"):
-            raise ValueError("Karpathy retrieval tasks need the images: use karpathy:JSON:IMAGE_ROOT")
-        tasks = karpathy_tasks(_resolve(s["path"], data), Path(s["image_root"]))
-        return _direction(tasks, s.get("direction"))
-    if kind == "mbeir":
-        from lumir.data.mbeir import list_mbeir_tasks, load_mbeir_pool, mbeir_pool_path, mbeir_task, parse_task_name
-
-        root = _resolve(s["path"], data)
-        split = s.get("split", "test")
-        names = s.get("tasks") or list_mbeir_tasks(root, split)
-        pool = s.get("pool", "local")
-        shared = None  # the global pool (5.6M candidates in M-BEIR) is loaded once for all tasks
-        if pool == "global":
-            shared = load_mbeir_pool(mbeir_pool_path(root, "", split, "global"), root)
-        return [mbeir_task(root, *parse_task_name(n), split=split, pool=pool, corpus=shared) for n in names]
-    raise ValueError(f"unknown task type {kind!r}")
+    options = TASKS.normalize(spec)
+    if "data" in inspect.signature(TASKS.load(options["type"])).parameters:
+        options["data"] = data
+    tasks: list[RetrievalTask] = TASKS.build(options)
+    return tasks

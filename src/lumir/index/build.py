@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lumir.collections import Corpus
 from lumir.config import read_json, write_json
-from lumir.errors import IncompatibleIndexError
+from lumir.errors import IncompatibleIndexError, with_cli_message
 from lumir.index.flat import save_npy
 from lumir.index.store import (
     CONFIG_FILE,
@@ -30,6 +29,7 @@ from lumir.index.store import (
     _write_atomically,
     _write_directory,
 )
+from lumir.progress import progress
 from lumir.protocols import Embedder
 from lumir.types import Role
 
@@ -85,7 +85,7 @@ def _embed_shards(
         logger.info("resuming the build in %s: %d of %d items already embedded", partial, done, len(corpus))
     shards: list[np.ndarray] = []
     desc = f"embedding {partial.name}"
-    with tqdm(total=len(corpus), initial=done, unit="item", desc=desc, disable=not show_progress) as bar:
+    with progress(total=len(corpus), initial=done, unit="item", desc=desc, enabled=show_progress) as bar:
         for i, file in enumerate(files):
             items = corpus[i * shard_size : (i + 1) * shard_size]
             if file.is_file():
@@ -128,7 +128,7 @@ def build_index(
         batch_size: embedding batch size.
         shard_size: items per resumable shard.
         overwrite: replace an existing index at ``path`` (atomically).
-        show_progress: show a tqdm progress bar.
+        show_progress: show progress (a bar on a terminal, rare log lines elsewhere; :mod:`lumir.progress`).
 
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False, or it is a non-empty non-index directory.
@@ -139,8 +139,9 @@ def build_index(
         >>> from lumir.testing.fakes import HashEmbedder
         >>> from lumir.types import Item, Query
         >>> corpus = Corpus([Item("a", text="red"), Item("b", text="blue")])
+        >>> from lumir.retrieve import DenseRetriever
         >>> store = build_index(corpus, HashEmbedder(8), tempfile.mkdtemp() + "/idx", show_progress=False)
-        >>> store.search([Query("q", text="blue")], k=1).for_query("q")[0].id
+        >>> DenseRetriever.from_store(store).retrieve([Query("q", text="blue")], k=1).for_query("q")[0].id
         'b'
     """
     path = Path(path)
@@ -148,7 +149,10 @@ def build_index(
         raise ValueError(f"shard_size must be positive, got {shard_size}")
     if path.exists():
         if not overwrite:
-            raise FileExistsError(f"{path} already exists; pass overwrite=True to replace it or choose another path")
+            raise with_cli_message(
+                FileExistsError(f"{path} already exists; pass overwrite=True to replace it or choose another path"),
+                f"{path} already exists; pass --overwrite to replace it, or --add to add items to it",
+            )
         if not (path / CONFIG_FILE).is_file() and (not path.is_dir() or any(path.iterdir())):
             raise FileExistsError(f"{path} exists and is not a lumir index directory; refusing to replace it")
     _check_storable(corpus)

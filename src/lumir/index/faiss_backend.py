@@ -19,6 +19,7 @@ import torch
 
 from lumir._deps import require
 from lumir.config import atomic_path
+from lumir.errors import with_cli_message
 from lumir.index.flat import as_float32_matrix, check_mask, empty_results
 
 __all__ = ["FaissIndex"]
@@ -100,6 +101,10 @@ class FaissIndex:
         """JSON-serialisable settings (what ``lumir.json`` records as ``backend_config``)."""
         return {"factory": self.factory, "metric": self.metric, "nprobe": self.nprobe, "ef_search": self.ef_search}
 
+    def spec(self) -> dict[str, Any]:
+        """``{"type": "faiss", "dim": ..., **config}``: :func:`lumir.registry.build` makes an empty, untrained twin."""
+        return {"type": "faiss", "dim": self.dim, **self.config}
+
     @property
     def is_trained(self) -> bool:
         """Whether the index is trained (untrained indexes train on the first :meth:`add`)."""
@@ -124,7 +129,7 @@ class FaissIndex:
         x = self._numpy(vectors, "training vectors of FaissIndex")
         nlist = int(self._ivf.nlist) if self._ivf is not None else 0
         if x.shape[0] < nlist:
-            raise ValueError(self._too_few(x.shape[0], nlist))
+            raise self._too_few_error(x.shape[0], nlist)
         if nlist and x.shape[0] < 39 * nlist:
             logger.warning(
                 "training %s on %d vectors; faiss recommends at least 39 x nlist = %d",
@@ -138,16 +143,17 @@ class FaissIndex:
             match = _TRAIN_POINTS.search(str(err))
             if match is None:
                 raise
-            raise ValueError(self._too_few(x.shape[0], int(match.group(2)))) from err
+            raise self._too_few_error(x.shape[0], int(match.group(2))) from err
 
-    def _too_few(self, got: int, needed: int) -> str:
+    def _too_few_error(self, got: int, needed: int) -> ValueError:
         if self._ivf is not None and needed == int(self._ivf.nlist):
             hint = f"a smaller nlist (e.g. IVF{max(1, got // 39)}, which faiss recommends for {got} vectors)"
         else:  # a codebook (PQ: 2**nbits centroids per sub-vector)
             hint = "a smaller codebook (e.g. PQ<m>x4, which needs 16 vectors)"
-        return (
-            f"faiss index {self.factory!r} needs at least {needed} training vectors but the first add() gave {got}; "
-            f"add more vectors in the first call, use {hint}, or use the exact FlatIndex"
+        head = f"faiss index {self.factory!r} needs at least {needed} training vectors but got {got}"
+        return with_cli_message(
+            ValueError(f"{head}; add more vectors in the first add() call, use {hint}, or use the exact FlatIndex"),
+            f"{head}; use {hint} in --factory, or the exact index (--backend flat)",
         )
 
     def add(self, vectors: torch.Tensor | np.ndarray) -> None:
@@ -218,6 +224,7 @@ class FaissIndex:
         path: str | Path,
         *,
         factory: str = "unknown",
+        metric: str | None = None,
         nprobe: int = DEFAULT_NPROBE,
         ef_search: int = DEFAULT_EF_SEARCH,
     ) -> FaissIndex:
@@ -225,10 +232,23 @@ class FaissIndex:
 
         Raises:
             FileNotFoundError: no such file.
+            IncompatibleIndexError: the file is not a faiss index (truncated or another file), or its metric is not
+                ``metric``; the message names the file.
         """
+        from lumir.errors import IncompatibleIndexError
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no faiss index file at {path}")
+        try:
+            raw = _faiss().read_index(str(path))
+        except RuntimeError as err:
+            raise IncompatibleIndexError(
+                f"{path} is not a readable faiss index (truncated or corrupt: {str(err).splitlines()[-1][:200]}); "
+                "rebuild the index"
+            ) from err
         index = cls.__new__(cls)
-        index._init(_faiss().read_index(str(path)), factory, nprobe, ef_search)
+        index._init(raw, factory, nprobe, ef_search)
+        if metric is not None and metric != index.metric:
+            raise IncompatibleIndexError(f"{path} holds a {index.metric!r} index, not {metric!r}")
         return index

@@ -11,14 +11,15 @@ the chunked scan is also faster than one large matmul (the score block stays in 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from lumir.config import atomic_path
-from lumir.errors import DimensionMismatchError
+from lumir.errors import DimensionMismatchError, IncompatibleIndexError
 
-__all__ = ["FlatIndex", "as_float32_matrix", "check_mask", "empty_results", "save_npy"]
+__all__ = ["FlatIndex", "as_float32_matrix", "check_mask", "empty_results", "read_npy", "save_npy"]
 
 DEFAULT_CHUNK_SIZE = 8192
 """Corpus rows scored per block (tuned with ``benchmarks/bench_index.py``: 8192 x 1024 queries = 32 MiB)."""
@@ -71,6 +72,20 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` in ``.npy`` format atomically (a temporary sibling renamed into place)."""
     with atomic_path(path) as tmp, tmp.open("wb") as fh:
         np.save(fh, array, allow_pickle=False)
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """Read a ``.npy`` array, turning a truncated or foreign file into an error that names it.
+
+    Raises:
+        IncompatibleIndexError: the file is truncated or not a ``.npy`` array.
+    """
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, OSError) as err:
+        raise IncompatibleIndexError(
+            f"{path} is truncated or not a .npy array ({err}); it was damaged after it was written: rebuild it"
+        ) from err
 
 
 def empty_results(n_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -142,6 +157,10 @@ class FlatIndex:
     def config(self) -> dict[str, int]:
         """JSON-serialisable settings (what ``lumir.json`` records as ``backend_config``)."""
         return {"chunk_size": self.chunk_size, "query_batch_size": self.query_batch_size}
+
+    def spec(self) -> dict[str, Any]:
+        """``{"type": "flat", "dim": ..., **config}``: :func:`lumir.registry.build` makes an empty twin."""
+        return {"type": "flat", "dim": self.dim, **self.config}
 
     @property
     def vectors(self) -> torch.Tensor:
@@ -251,14 +270,17 @@ class FlatIndex:
 
         Raises:
             FileNotFoundError: no such file.
-            ValueError: the file does not hold a 2-D float32 matrix.
+            IncompatibleIndexError: the file is truncated, not a ``.npy`` file, or not a 2-D float32 matrix (the
+                message names it).
         """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no FlatIndex vectors file at {path}")
-        arr = np.load(path, allow_pickle=False)
+        arr = read_npy(path)
         if arr.ndim != 2 or arr.dtype != np.float32:
-            raise ValueError(f"{path} must hold a 2-D float32 matrix, got shape {arr.shape} dtype {arr.dtype}")
+            raise IncompatibleIndexError(
+                f"{path} must hold a 2-D float32 matrix, got shape {arr.shape} dtype {arr.dtype}; rebuild the index"
+            )
         index = cls(arr.shape[1], chunk_size=chunk_size, query_batch_size=query_batch_size)
         if arr.shape[0]:
             index._parts = [torch.from_numpy(arr)]

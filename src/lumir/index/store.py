@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import shutil
 import tempfile
 import uuid
@@ -29,14 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lumir.collections import Corpus, Rankings
+from lumir.collections import Corpus
 from lumir.config import atomic_write_text, current_umask, lumir_version, read_json, versions, write_json
 from lumir.errors import DimensionMismatchError, IncompatibleIndexError
 from lumir.index.faiss_backend import FaissIndex
 from lumir.index.flat import FlatIndex
 from lumir.io.jsonl import read_items, write_items
 from lumir.protocols import Embedder
-from lumir.types import Item, Modality, Query, Role
+from lumir.types import Item, Role
 
 __all__ = ["FORMAT_VERSION", "VectorStore", "open_index"]
 
@@ -48,6 +49,20 @@ FORMAT_VERSION = 1
 
 CONFIG_FILE, IDS_FILE, ITEMS_FILE = "lumir.json", "ids.json", "items.jsonl"
 VECTOR_FILES = {"flat": "vectors.npy", "faiss": "faiss.index"}
+INFO_KEYS = (
+    "format",
+    "format_version",
+    "backend",
+    "backend_config",
+    "embedder",
+    "dim",
+    "count",
+    "modalities",
+    "created",
+    "updated",
+    "versions",
+)
+"""The ``lumir.json`` keys :meth:`VectorStore.describe` (``lumir info``) reports, under the same names."""
 
 AnyIndex = FlatIndex | FaissIndex
 
@@ -90,13 +105,35 @@ def _auto_factory(n: int) -> str:
 
 
 def _new_index(backend: str, dim: int, factory: str | None, n: int) -> AnyIndex:
+    """An empty index of ``backend`` through :data:`lumir.registry.INDEXES` (faiss: ``factory`` or a default)."""
+    from lumir.registry import INDEXES
+
+    if backend not in VECTOR_FILES:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(VECTOR_FILES)}")
     if backend == "flat":
         if factory is not None:
             raise ValueError(f"factory={factory!r} applies to backend='faiss' only; the flat index is exact")
-        return FlatIndex(dim)
-    if backend == "faiss":
-        return FaissIndex(dim, factory or _auto_factory(n))
-    raise ValueError(f"unknown backend {backend!r}; expected one of {sorted(VECTOR_FILES)}")
+        index: AnyIndex = INDEXES.build({"type": "flat", "dim": dim})
+        return index
+    chosen = factory or _auto_factory(n)
+    check_factory_fits(chosen, n)
+    index = INDEXES.build({"type": "faiss", "dim": dim, "factory": chosen})
+    return index
+
+
+def check_factory_fits(factory: str, n: int) -> None:
+    """Refuse, before any embedding, an IVF factory with more inverted lists than the corpus has vectors.
+
+    Raises:
+        ValueError: ``IVF<nlist>`` with nlist > n, naming a size that fits.
+    """
+    match = re.search(r"IVF(\d+)", factory)
+    if match is not None and n > 0 and int(match.group(1)) > n:
+        fits = _auto_factory(n)
+        raise ValueError(
+            f"faiss factory {factory!r} has {match.group(1)} inverted lists but the corpus has only {n} items "
+            f"(each list needs training vectors); use a smaller IVF such as {fits!r}, or the exact flat backend"
+        )
 
 
 def _backend_name(index: AnyIndex) -> str:
@@ -236,55 +273,6 @@ class VectorStore:
             self._embedder = embedder
         return self._embedder
 
-    def modality_mask(self, modality: Modality | str) -> np.ndarray | None:
-        """Boolean mask of the positions holding ``modality`` items (None when every position does)."""
-        m = Modality.parse(modality)
-        n_match = int(self.config["modalities"].get(m.value, 0))
-        if n_match == len(self):
-            return None
-        if n_match == 0:
-            return np.zeros(len(self), dtype=bool)
-        return self.corpus.modality_mask(m)
-
-    def search(
-        self, queries: Sequence[Query], k: int, *, modality: Modality | str | None = None, batch_size: int = 32
-    ) -> Rankings:
-        """Embed queries with the index's own embedder (role QUERY) and return the top-k candidates.
-
-        Args:
-            queries: the queries (their ids become the rankings' query ids).
-            k: number of candidates per query.
-            modality: keep only candidates of this modality (e.g. ``"image"``).
-            batch_size: embedding batch size.
-        """
-        vecs = _vectors(self.embedder, queries, Role.QUERY, batch_size, f"queries of index {self.path}")
-        mask = None if modality is None else self.modality_mask(modality)
-        return self.search_vectors(vecs, k, mask=mask, query_ids=[q.id for q in queries])
-
-    def search_vectors(
-        self,
-        vectors: torch.Tensor | np.ndarray,
-        k: int,
-        *,
-        mask: np.ndarray | None = None,
-        query_ids: Sequence[str] | None = None,
-    ) -> Rankings:
-        """Top-k candidates for already-embedded queries.
-
-        Args:
-            vectors: (n_queries, dim) query vectors.
-            k: number of candidates per query.
-            mask: optional boolean (len(self),) array; False positions are never returned.
-            query_ids: ids of the rankings' rows (default ``"0"``, ``"1"``, ...).
-        """
-        shape = tuple(vectors.shape)
-        if len(shape) != 2:
-            raise ValueError(f"query vectors must be a 2-D (n, dim) matrix, got shape {shape}")
-        self._check_dim(int(shape[1]), "query vectors")
-        qids = [str(i) for i in range(shape[0])] if query_ids is None else list(query_ids)
-        scores, positions = self.index.search(vectors, k, mask=mask)
-        return Rankings(qids, self._id_array[positions], scores)
-
     def add(self, items: Sequence[Item], *, batch_size: int = 64) -> None:
         """Embed new candidates (role CANDIDATE), append them and rewrite the directory atomically.
 
@@ -313,14 +301,19 @@ class VectorStore:
         self._id_array = np.array([*ids, ""], dtype=object)
 
     def describe(self) -> dict[str, Any]:
-        """A summary of the directory for ``lumir info``: format, backend, embedder, counts, stamps, file sizes."""
+        """A summary of the directory for ``lumir info``: format, backend, embedder, counts, stamps, file sizes.
+
+        Every file is read, so a damaged directory raises here instead of being reported healthy.
+
+        Raises:
+            DataFormatError: ``items.jsonl`` is truncated or malformed (naming the line).
+            IncompatibleIndexError: its ids differ from ``ids.json``.
+        """
+        _ = self.corpus  # parses items.jsonl and checks it against ids.json
         files = {p.name: p.stat().st_size for p in sorted(self.path.iterdir()) if p.is_file()}
-        keys = ("format_version", "backend", "backend_config", "embedder", "dim", "count", "modalities", "created")
         return {
             "path": str(self.path),
-            **{key: self.config.get(key) for key in keys},
-            "updated": self.config.get("updated"),
-            "written_by": self.config.get("versions", {}),
+            **{key: self.config.get(key) for key in INFO_KEYS},
             "files": files,
             "size_bytes": sum(files.values()),
         }
@@ -356,12 +349,32 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 
 def _load_index(path: Path, config: dict[str, Any]) -> AnyIndex:
+    """The saved vectors, reopened by the index class the registry names for ``backend``."""
+    from lumir.registry import INDEXES
+
     file = path / VECTOR_FILES[config["backend"]]
     bc = dict(config.get("backend_config") or {})
     if config["backend"] == "flat":
-        return FlatIndex.load(file, **{k: int(bc[k]) for k in ("chunk_size", "query_batch_size") if k in bc})
-    kwargs = {k: int(bc[k]) for k in ("nprobe", "ef_search") if k in bc}
-    return FaissIndex.load(file, factory=str(bc.get("factory", "unknown")), **kwargs)
+        options: dict[str, Any] = {k: int(bc[k]) for k in ("chunk_size", "query_batch_size") if k in bc}
+    else:
+        options = {k: int(bc[k]) for k in ("nprobe", "ef_search") if k in bc}
+        options["factory"] = str(bc.get("factory", "unknown"))
+    index_class: Any = INDEXES.load(config["backend"])
+    index: AnyIndex = index_class.load(file, **options)
+    return index
+
+
+def _read_ids(path: Path) -> list[str]:
+    file = path / IDS_FILE
+    try:
+        ids = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise IncompatibleIndexError(
+            f"{file} is truncated or not JSON ({err}); the index directory was damaged: rebuild it"
+        ) from err
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise IncompatibleIndexError(f"{file} must be a JSON list of candidate id strings")
+    return ids
 
 
 def open_index(path: str | Path, embedder: Embedder | None = None) -> VectorStore:
@@ -384,9 +397,7 @@ def open_index(path: str | Path, embedder: Embedder | None = None) -> VectorStor
         raise IncompatibleIndexError(
             f"index directory {path} is incomplete: missing {missing}; rebuild it with build_index"
         )
-    ids = json.loads((path / IDS_FILE).read_text(encoding="utf-8"))
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        raise IncompatibleIndexError(f"{path / IDS_FILE} must be a JSON list of candidate id strings")
+    ids = _read_ids(path)
     index = _load_index(path, config)
     if len(index) != len(ids) or config.get("count") != len(ids):
         raise IncompatibleIndexError(

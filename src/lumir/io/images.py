@@ -71,25 +71,18 @@ def find_bad_images(items: Iterable[Item], *, progress: bool = True) -> list[tup
 
     Args:
         items: items or queries (a :class:`~lumir.collections.Corpus` works).
-        progress: show a tqdm progress bar.
+        progress: show progress (:mod:`lumir.progress`).
 
     Returns:
         ``(item_id, reason)`` for each image that cannot be decoded, in input order; empty when all are fine.
     """
-    from tqdm.auto import tqdm
+    from lumir.progress import track
 
     with_images = [it for it in items if it.image is not None]
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(
-            tqdm(
-                pool.map(_check, with_images),
-                total=len(with_images),
-                desc="checking images",
-                unit="img",
-                disable=not progress,
-            )
-        )
+        checked = pool.map(_check, with_images)
+        results = list(track(checked, total=len(with_images), desc="checking images", unit="img", enabled=progress))
     return [r for r in results if r is not None]
 
 

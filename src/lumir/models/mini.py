@@ -230,6 +230,13 @@ class ImageFeatureExtractor:
         with torch.no_grad():
             return self.trunk(x).float().cpu()
 
+    def class_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """ImageNet-1k logits ``(n, 1000)`` (float32, CPU) of image features in the :data:`IMAGE_FEATURE_SPANS`
+        layout: the network's own classifier (``_fc``) over the average-pooled head, no second forward pass."""
+        start, stop = IMAGE_FEATURE_SPANS["head"]
+        with torch.no_grad():
+            return self.net._fc(features[:, start:stop].to(self.device)).float().cpu()
+
     def __call__(self, images: Sequence[Image.Image], *, mirror: bool = False) -> torch.Tensor:
         """Features ``(n, 2064)`` of PIL images (or of their mirror images)."""
         if not images:

@@ -12,7 +12,7 @@ from lumir.rerank.fusion import FusionConfig, fuse_scores
 from lumir.rerank.listwise import ListwiseReranker
 from lumir.rerank.pointwise import PointwiseReranker, TrueFalseReranker, YesNoReranker
 from lumir.rerank.prompts import MBEIR_TRUE_FALSE_PROMPTS
-from lumir.rerank.registry import RERANK_BUDGETS, load_reranker
+from lumir.rerank.registry import RERANK_BUDGETS, load_reranker, reranker_names
 
 __all__ = [
     "MBEIR_TRUE_FALSE_PROMPTS",
@@ -25,4 +25,5 @@ __all__ = [
     "YesNoReranker",
     "fuse_scores",
     "load_reranker",
+    "reranker_names",
 ]

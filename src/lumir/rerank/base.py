@@ -15,18 +15,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lumir.collections import Corpus, Rankings
-from lumir.errors import ModalityError
+from lumir.errors import ModalityError, with_cli_message
 from lumir.protocols import ChatModel, Conversation
 from lumir.rerank.fusion import FusionConfig, fuse_scores
 from lumir.rerank.prompts import split_template
 from lumir.types import Item, Query
 
-__all__ = ["IMAGE_MODES", "ContentRenderer", "LLMReranker", "RerankStats", "apply_rerank"]
+__all__ = ["IMAGE_MODES", "ContentRenderer", "LLMReranker", "RerankStats", "apply_rerank", "resolve_chat"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ class RerankStats:
 
     Attributes:
         queries: queries reranked; candidates: (query, candidate) pairs scored.
-        prompts: prompts sent (pairs for pointwise, windows for listwise); model_calls: batched calls made.
+        prompts: prompts sent (pairs for pointwise, windows for listwise); model_calls: calls that reached the
+            model (0 when every answer came from the LLM cache).
         truncated_texts: texts cut to ``max_words``; shortened_on_overflow: prompts re-cut after a context overflow.
         parse_failures: listwise answers (or scores) that named no candidate.
         fallback_queries: queries left in first-stage order (a parse failure or a prompt that never fit).
@@ -83,10 +85,16 @@ class ContentRenderer:
         with_images = [it for it in items if it.image is not None]
         if not with_images:
             return
-        if self.image_mode == "native" and not getattr(chat, "supports_images", False):
-            raise ModalityError(
-                f"{len(with_images)} item(s) to rerank hold images (first: {with_images[0].id!r}) and the chat model "
-                f"reads text only; use a vision-language model or image_mode='caption' (caption-proxy mode)"
+        if self.image_mode == "native" and not chat.supports_images:
+            what = (
+                f"{len(with_images)} item(s) to rerank hold images (first: {with_images[0].id!r}) and the chat model"
+            )
+            raise with_cli_message(
+                ModalityError(
+                    f"{what} reads text only; use a vision-language model or image_mode='caption' (caption-proxy mode)"
+                ),
+                f"{what} reads text only; use a vision-language model (llm=hf:VLM_FOLDER) or caption-proxy mode: add "
+                "image_mode=caption to --rerank, e.g. --rerank true-false:llm=smollm2,image_mode=caption",
             )
         if self.image_mode == "caption":
             missing = [it.id for it in with_images if self._caption(it) is None]
@@ -169,13 +177,16 @@ def apply_rerank(
     fusion: FusionConfig,
     stats: RerankStats,
     spec: Mapping[str, Any],
-    chat: Any = None,
+    chat: ChatModel | None = None,
 ) -> Rankings:
     """The shared loop: take each query's top ``k``, score it, fuse, reorder, append the untouched tail.
 
-    When ``chat`` is a :class:`~lumir.models.chat.cache.CachedChatModel`, its hits and misses during this call are
-    added to the stats (``cache_hits``, ``cache_misses``).
+    ``stats.model_calls`` counts the calls that reached a model during this call (``chat.stats.calls``: a fully
+    cached rerun makes none); when ``chat`` is a :class:`~lumir.models.chat.cache.CachedChatModel`, its hits and
+    misses are added too (``cache_hits``, ``cache_misses``).
     """
+    from lumir.models.chat.cache import CachedChatModel
+
     if k < 1:
         raise ValueError(f"rerank k must be >= 1, got {k}")
     by_id = {q.id: q for q in queries}
@@ -196,11 +207,15 @@ def apply_rerank(
         all_hits.append(hits)
     stats.queries += len(qs)
     stats.candidates += sum(len(h) for h in heads)
-    hits0, misses0 = getattr(chat, "hits", None), getattr(chat, "misses", None)
+    calls0 = chat.stats.calls if chat is not None else 0
+    cached = chat if isinstance(chat, CachedChatModel) else None
+    hits0, misses0 = (cached.hits, cached.misses) if cached is not None else (0, 0)
     rank_scores = score(qs, heads, head_scores, stats) if qs else []
-    if isinstance(hits0, int) and isinstance(misses0, int):
-        stats.extra["cache_hits"] = int(chat.hits) - hits0
-        stats.extra["cache_misses"] = int(chat.misses) - misses0
+    if chat is not None:
+        stats.model_calls = int(chat.stats.calls) - calls0
+    if cached is not None:
+        stats.extra["cache_hits"] = cached.hits - hits0
+        stats.extra["cache_misses"] = cached.misses - misses0
     rows: list[list[tuple[str, float]]] = []
     for q, hits, s_ret, s_rank in zip(qs, all_hits, head_scores, rank_scores, strict=True):
         head = hits[:k]
@@ -230,21 +245,99 @@ def softmax_pick(logprobs: np.ndarray) -> np.ndarray | None:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-class LLMReranker:
-    """What the pointwise and listwise rerankers share: the ``rerank`` entry point and progress-bar policy.
+def resolve_chat(llm: ChatModel | str | Mapping[str, Any], cache: str | Path | None = None) -> ChatModel:
+    """A ChatModel from a model or its spec; behind the on-disk LLM cache at ``cache`` when one is given."""
+    from lumir.models.chat.cache import CachedChatModel
+    from lumir.models.chat.registry import load_chat_model
 
-    Subclasses set ``chat``, ``k``, ``fusion``, ``renderer``, ``progress`` and implement ``_score`` and ``spec``.
+    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Path, Mapping)) else llm
+    if cache is not None and not isinstance(chat, CachedChatModel):
+        chat = CachedChatModel(chat, cache)
+    return chat
+
+
+class LLMReranker:
+    """What every LLM reranker shares: its chat model, budget ``k``, fusion, rendering, ``rerank`` and ``rank``.
+
+    Subclasses set :attr:`name`, :attr:`default_k` and :attr:`default_alpha`, call :meth:`_setup` and implement
+    ``_score`` and ``_options_spec``.
+
+    Common options (every reranker takes them):
+        llm: a ChatModel, or its spec (``"qwen-coder"``, ``{"type": "llama-cpp", ...}``, ...).
+        llm_cache: SQLite file of the on-disk LLM cache to put in front of a model given by spec (None: no cache).
+        k: how many candidates per query it reranks (its budget; default :attr:`default_k`).
+        alpha, normalize, per_task_alpha: the fusion ``S = α·S_ret + (1 − α)·S_rank`` (α default
+            :attr:`default_alpha`); or ``fusion``, a whole :class:`~lumir.rerank.fusion.FusionConfig`.
+        image_mode, captions, max_words: rendering (``"native"`` images or ``"caption"`` caption-proxy mode).
+        batch_size: prompts per model call; system: a system message; progress: progress bar (None: auto).
     """
 
+    name: ClassVar[str] = ""
+    default_k: ClassVar[int] = 10
+    default_alpha: ClassVar[float] = 0.5
     chat: ChatModel
     k: int
     fusion: FusionConfig
     renderer: ContentRenderer
+    batch_size: int
+    system: str | None
     progress: bool | None
     last_stats: RerankStats
     _progress_min = 64  # below this many prompts no bar is shown when ``progress`` is None
 
+    def _setup(
+        self,
+        llm: ChatModel | str | Mapping[str, Any],
+        *,
+        llm_cache: str | Path | None,
+        k: int | None,
+        alpha: float | None,
+        normalize: str,
+        per_task_alpha: Mapping[str, float] | None,
+        fusion: FusionConfig | None,
+        image_mode: str,
+        captions: Mapping[str, str] | None,
+        max_words: int,
+        batch_size: int,
+        system: str | None,
+        progress: bool | None,
+    ) -> None:
+        if fusion is not None and (alpha is not None or normalize != "none" or per_task_alpha):
+            raise ValueError("give either fusion= or alpha/normalize/per_task_alpha, not both")
+        self.k = self.default_k if k is None else int(k)
+        if self.k < 1:
+            raise ValueError(f"rerank budget k must be >= 1, got {self.k}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        config = fusion or FusionConfig(alpha, normalize, dict(per_task_alpha or {}))
+        self.fusion = config.with_default(self.default_alpha)
+        self.renderer = ContentRenderer(image_mode=image_mode, captions=captions, max_words=max_words)
+        self.chat = resolve_chat(llm, llm_cache)
+        self.batch_size = batch_size
+        self.system = system
+        self.progress = progress
+        self.last_stats = RerankStats()
+
     def spec(self) -> dict[str, Any]:
+        """Everything that rebuilds this reranker through :data:`lumir.registry.RERANKERS` (its LLM included)."""
+        out: dict[str, Any] = {
+            "type": self.name,
+            "llm": self.chat.spec(),
+            "k": self.k,
+            "alpha": self.fusion.alpha,
+            "normalize": self.fusion.normalize,
+            "per_task_alpha": dict(self.fusion.per_task),
+            "image_mode": self.renderer.image_mode,
+            "max_words": self.renderer.max_words,
+            "batch_size": self.batch_size,
+            "system": self.system,
+            **self._options_spec(),
+        }
+        if self.renderer.captions:
+            out["captions"] = dict(self.renderer.captions)
+        return out
+
+    def _options_spec(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def _score(
@@ -252,18 +345,17 @@ class LLMReranker:
     ) -> list[np.ndarray | None]:
         raise NotImplementedError
 
-    def rerank(self, queries: Sequence[Query], rankings: Rankings, corpus: Corpus, k: int | None = None) -> Rankings:
-        """Reorder each query's top-k by the LLM's score fused with the first-stage score (see the module doc)."""
+    def rerank(self, queries: Sequence[Query], rankings: Rankings, corpus: Corpus) -> Rankings:
+        """Reorder each query's top :attr:`k` by the LLM's score fused with the first-stage score (module doc)."""
         stats = RerankStats()
-        budget = k or self.k
         self.renderer.check(
-            [*queries, *(corpus[h.id] for _, hits in rankings for h in hits[:budget] if h.id in corpus)], self.chat
+            [*queries, *(corpus[h.id] for _, hits in rankings for h in hits[: self.k] if h.id in corpus)], self.chat
         )
         out = apply_rerank(
             queries,
             rankings,
             corpus,
-            budget,
+            self.k,
             self._score,
             fusion=self.fusion,
             stats=stats,
@@ -273,8 +365,52 @@ class LLMReranker:
         self.last_stats = stats
         return out
 
-    def _quiet(self, n: int) -> bool | None:
-        """tqdm's ``disable``: auto (terminal only) for long jobs, off for short ones, or as ``progress`` says."""
-        if self.progress is None:
-            return None if n >= self._progress_min else True
-        return not self.progress
+    def rank(
+        self,
+        query: Query | Item | str,
+        candidates: Sequence[Item | str],
+        *,
+        top_k: int | None = None,
+        return_documents: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Score every candidate for one query with the LLM alone, best first (sentence-transformers'
+        ``CrossEncoder.rank`` shape): ``[{"corpus_id": position, "score": S_rank[, "text": ...]}, ...]``.
+
+        There is no first-stage score here, so nothing is fused and the budget :attr:`k` does not apply.
+
+        Example:
+            >>> from lumir.testing.fakes import ScriptedChatModel
+            >>> from lumir.rerank import YesNoReranker
+            >>> judge = lambda text, toks: [-3.0, 0.0] if text.count("red") == 2 else [0.0, -3.0]  # [NO, YES]
+            >>> chat = ScriptedChatModel(score_fn=judge)
+            >>> [r["corpus_id"] for r in YesNoReranker(chat).rank("a red car", ["a blue car", "a red car"])]
+            [1, 0]
+        """
+        if isinstance(query, Query):
+            q = query
+        elif isinstance(query, Item):
+            q = Query(query.id, text=query.text, image=query.image, meta=query.meta)
+        else:
+            q = Query("query", text=query)
+        items = [
+            Item(str(i), text=c.text, image=c.image, meta=c.meta) if isinstance(c, Item) else Item(str(i), text=c)
+            for i, c in enumerate(candidates)
+        ]
+        if not items:
+            return []
+        self.renderer.check([q, *items], self.chat)
+        stats = RerankStats()
+        [s_rank] = self._score([q], [items], [np.zeros(len(items))], stats)
+        scores = np.zeros(len(items)) if s_rank is None else np.asarray(s_rank, dtype=np.float64)
+        order = sorted(range(len(items)), key=lambda i: (-scores[i], i))[: top_k or len(items)]
+        out = []
+        for i in order:
+            row: dict[str, Any] = {"corpus_id": i, "score": float(scores[i])}
+            if return_documents:
+                row["text"] = candidates[i] if isinstance(candidates[i], str) else items[i].text
+            out.append(row)
+        return out
+
+    def _show(self, n: int) -> bool:
+        """Whether to show progress for ``n`` prompts: for long jobs by default, or as ``progress`` says."""
+        return n >= self._progress_min if self.progress is None else self.progress

@@ -64,25 +64,39 @@ class FusionConfig:
     """How reranker scores are combined with first-stage scores.
 
     Attributes:
-        alpha: weight of the first-stage score (LamRA default 0.5).
+        alpha: weight of the first-stage score; None means the reranker's own default (MM-Embed True/False: 0,
+            LamRA: 0.5) — a config that leaves it unset never changes a reranker's α.
         normalize: ``"none"`` or ``"minmax"`` (see the module docstring).
         per_task: task name -> alpha, overriding ``alpha`` for queries of that task.
     """
 
-    alpha: float = 0.5
+    alpha: float | None = None
     normalize: str = "none"
     per_task: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, a in {"default": self.alpha, **self.per_task}.items():
-            if not 0.0 <= float(a) <= 1.0:
+        alphas = {"default": self.alpha, **self.per_task}
+        for name, a in alphas.items():
+            if a is not None and not 0.0 <= float(a) <= 1.0:
                 raise ValueError(f"fusion alpha for {name!r} must be in [0, 1], got {a}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"unknown normalisation {self.normalize!r}; use one of {NORMALIZATIONS}")
 
+    def with_default(self, alpha: float) -> FusionConfig:
+        """This config with ``alpha`` filled in when it is unset."""
+        return self if self.alpha is not None else FusionConfig(alpha, self.normalize, dict(self.per_task))
+
     def alpha_for(self, task: str | None) -> float:
-        """The weight for a query of ``task``."""
-        return float(self.per_task.get(task or "", self.alpha))
+        """The weight for a query of ``task``.
+
+        Raises:
+            ValueError: no α is set (call :meth:`with_default` first).
+        """
+        if task and task in self.per_task:
+            return float(self.per_task[task])
+        if self.alpha is None:
+            raise ValueError("FusionConfig.alpha is unset; the reranker fills in its default with with_default()")
+        return float(self.alpha)
 
     def to_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "normalize": self.normalize, "per_task": dict(self.per_task)}

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lumir.errors import PromptTooLongError
+from lumir.progress import progress
 from lumir.protocols import ChatModel, Conversation
-from lumir.rerank.base import ContentRenderer, LLMReranker, RerankStats, softmax_pick
+from lumir.rerank.base import LLMReranker, RerankStats, softmax_pick
 from lumir.rerank.fusion import FusionConfig
 from lumir.rerank.prompts import LAMRA_LISTWISE_PROMPT, LISTWISE_ITEM, parse_position
 from lumir.types import Item, Query
@@ -57,71 +58,79 @@ class ListwiseReranker(LLMReranker):
     """Rerank by asking for the most relevant of M numbered candidates, over sliding windows.
 
     Args:
-        chat: any ChatModel.
+        llm: any ChatModel, or its spec (see :class:`~lumir.rerank.base.LLMReranker` for the options every reranker
+            takes; here ``k`` defaults to 5, LamRA Table 7, ``alpha`` to 0.5 and ``max_words`` to 96).
         window: M, candidates per prompt (2..9; LamRA trains with 3–6 and reranks the top-5).
         stride: window step (default ``ceil(window / 2)``).
-        k: candidates per query reranked (default 5, LamRA Table 7).
         mode: ``"logits"`` or ``"generate"`` (see the module docstring).
         prompt: the template (markers ``<qimg> <qtxt> <n> <candidates>``); item: one candidate's line.
-        fusion: combination with the first-stage score (LamRA: α = 0.5).
-        image_mode, captions: ``"native"`` or ``"caption"`` (caption-proxy); max_words: per-text cut.
-        batch_size: windows per model call; max_new_tokens: generation cap in ``"generate"`` mode.
+        max_new_tokens: generation cap in ``"generate"`` mode.
     """
 
     name = "listwise"
+    default_k = 5
+    default_alpha = 0.5
     _progress_min = 32
 
     def __init__(
         self,
-        chat: ChatModel,
+        llm: ChatModel | str | Mapping[str, Any],
         *,
         window: int = 5,
         stride: int | None = None,
-        k: int = 5,
         mode: str = "logits",
         prompt: str = LAMRA_LISTWISE_PROMPT,
         item: str = LISTWISE_ITEM,
+        max_new_tokens: int = 8,
+        k: int | None = None,
+        alpha: float | None = None,
+        normalize: str = "none",
+        per_task_alpha: Mapping[str, float] | None = None,
         fusion: FusionConfig | None = None,
         image_mode: str = "native",
         captions: Mapping[str, str] | None = None,
         max_words: int = 96,
         batch_size: int = 8,
-        max_new_tokens: int = 8,
         system: str | None = None,
         progress: bool | None = None,
+        llm_cache: str | Path | None = None,
     ) -> None:
         if not 2 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be in 2..{MAX_WINDOW} (single-token positions), got {window}")
         if mode not in ("logits", "generate"):
             raise ValueError(f"mode must be 'logits' or 'generate', got {mode!r}")
-        self.chat = chat
         self.window = window
         self.stride = stride or math.ceil(window / 2)
         if self.stride < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
-        self.k = k
         self.mode = mode
         self.prompt = prompt
         self.item = item
-        self.fusion = fusion if fusion is not None else FusionConfig(alpha=0.5)
-        self.renderer = ContentRenderer(image_mode=image_mode, captions=captions, max_words=max_words)
-        self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
-        self.system = system
-        self.progress = progress
-        self.last_stats = RerankStats()
+        self._setup(
+            llm,
+            llm_cache=llm_cache,
+            k=k,
+            alpha=alpha,
+            normalize=normalize,
+            per_task_alpha=per_task_alpha,
+            fusion=fusion,
+            image_mode=image_mode,
+            captions=captions,
+            max_words=max_words,
+            batch_size=batch_size,
+            system=system,
+            progress=progress,
+        )
 
-    def spec(self) -> dict[str, Any]:
-        chat_spec = getattr(self.chat, "spec", None)
+    def _options_spec(self) -> dict[str, Any]:
         return {
-            "type": self.name,
             "window": self.window,
             "stride": self.stride,
             "mode": self.mode,
-            "fusion": self.fusion.to_dict(),
-            "image_mode": self.renderer.image_mode,
-            "max_words": self.renderer.max_words,
-            "chat": chat_spec() if callable(chat_spec) else type(self.chat).__name__,
+            "prompt": self.prompt,
+            "item": self.item,
+            "max_new_tokens": self.max_new_tokens,
         }
 
     def conversation(
@@ -157,7 +166,7 @@ class ListwiseReranker(LLMReranker):
         by_size: dict[int, list[int]] = {}
         for j, (_, _, cands) in enumerate(jobs):
             by_size.setdefault(len(cands), []).append(j)
-        bar = tqdm(total=len(jobs), desc="rerank (listwise)", unit="window", disable=self._quiet(len(jobs)))
+        bar = progress(total=len(jobs), desc="rerank (listwise)", unit="window", enabled=self._show(len(jobs)))
         for size, idx in by_size.items():
             for start in range(0, len(idx), self.batch_size):
                 batch = [jobs[j] for j in idx[start : start + self.batch_size]]
@@ -186,7 +195,6 @@ class ListwiseReranker(LLMReranker):
     ) -> list[np.ndarray | None]:
         convs = [self.conversation(queries[qi], cands, stats=stats) for qi, _, cands in batch]
         try:
-            stats.model_calls += 1
             return self._read(convs, size)
         except PromptTooLongError:
             pass
@@ -198,7 +206,6 @@ class ListwiseReranker(LLMReranker):
                 words = max(4, words // 2)
                 stats.shortened_on_overflow += 1
                 try:
-                    stats.model_calls += 1
                     result = self._read([self.conversation(queries[qi], cands, max_words=words)], size)
                     break
                 except PromptTooLongError:

@@ -12,17 +12,18 @@ adapter on the ChatModel) uses the same class.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from lumir.errors import PromptTooLongError
+from lumir.progress import progress
 from lumir.protocols import ChatModel, Conversation
-from lumir.rerank.base import ContentRenderer, LLMReranker, RerankStats, softmax_pick
+from lumir.rerank.base import LLMReranker, RerankStats, softmax_pick
 from lumir.rerank.fusion import FusionConfig
-from lumir.rerank.prompts import LAMRA_POINTWISE_PROMPT, true_false_prompt
+from lumir.rerank.prompts import LAMRA_POINTWISE_PROMPT, PROMPT_TABLES, true_false_prompt
 from lumir.types import Item, Query
 
 __all__ = ["PointwiseReranker", "TrueFalseReranker", "YesNoReranker"]
@@ -34,28 +35,34 @@ class PointwiseReranker(LLMReranker):
     """Score each of the top-k candidates with P(positive token) and reorder.
 
     Args:
-        chat: any ChatModel (wrap it in :class:`~lumir.models.chat.cache.CachedChatModel` to reuse scores).
+        llm: any ChatModel, or its spec (see :class:`~lumir.rerank.base.LLMReranker` for the options every reranker
+            takes: ``llm_cache``, ``k``, ``alpha``, ``normalize``, ``per_task_alpha``, ``fusion``, ``image_mode``,
+            ``captions``, ``max_words``, ``batch_size``, ``system``, ``progress``).
         prompt: one template for every query, or task name -> template (others use Table 13 / fallbacks); None
             selects per task with :func:`~lumir.rerank.prompts.true_false_prompt`.
+        prompt_table: the M-BEIR table those per-task prompts come from: ``"table13"`` (MM-Embed Table 13
+            verbatim, the default) or ``"full"`` (with the images Table 13 leaves out for tasks 3, 7 and 8; see
+            :data:`~lumir.rerank.prompts.TABLE13_OMISSIONS`).
         tokens: ``(negative, positive)`` answer tokens.
-        k: how many candidates per query are reranked (a budget; ``rerank(k=...)`` overrides it).
-        fusion: how S_rank is combined with the first-stage score.
-        image_mode: ``"native"`` or ``"caption"`` (caption-proxy, for text-only models); captions: id -> caption.
-        max_words: candidate and query texts are cut to this many words (counted in the stats).
-        batch_size: prompts per model call.
-        system: an optional system message.
-        progress: show a progress bar (None: only on a terminal).
     """
 
     name = "pointwise"
+    default_k = 10
+    default_alpha = 0.5
+    default_prompt: ClassVar[str | None] = None
+    default_tokens: ClassVar[tuple[str, str]] = ("False", "True")
 
     def __init__(
         self,
-        chat: ChatModel,
+        llm: ChatModel | str | Mapping[str, Any],
         *,
         prompt: str | Mapping[str, str] | None = None,
-        tokens: tuple[str, str] = ("False", "True"),
-        k: int = 10,
+        prompt_table: str = "table13",
+        tokens: Sequence[str] | None = None,
+        k: int | None = None,
+        alpha: float | None = None,
+        normalize: str = "none",
+        per_task_alpha: Mapping[str, float] | None = None,
         fusion: FusionConfig | None = None,
         image_mode: str = "native",
         captions: Mapping[str, str] | None = None,
@@ -63,37 +70,42 @@ class PointwiseReranker(LLMReranker):
         batch_size: int = 16,
         system: str | None = None,
         progress: bool | None = None,
+        llm_cache: str | Path | None = None,
     ) -> None:
+        tokens = tuple(tokens) if tokens is not None else self.default_tokens
         if len(tokens) != 2:
             raise ValueError(f"tokens must be (negative, positive), got {tokens!r}")
-        self.chat = chat
-        self.prompt = prompt
+        if prompt_table not in PROMPT_TABLES:
+            raise ValueError(f"prompt_table must be one of {sorted(PROMPT_TABLES)}, got {prompt_table!r}")
+        self.prompt = prompt if prompt is not None else self.default_prompt
+        self.prompt_table = prompt_table
         self.tokens = (str(tokens[0]), str(tokens[1]))
-        self.k = k
-        self.fusion = fusion if fusion is not None else FusionConfig()
-        self.renderer = ContentRenderer(image_mode=image_mode, captions=captions, max_words=max_words)
-        self.batch_size = batch_size
-        self.system = system
-        self.progress = progress
-        self.last_stats = RerankStats()
+        self._setup(
+            llm,
+            llm_cache=llm_cache,
+            k=k,
+            alpha=alpha,
+            normalize=normalize,
+            per_task_alpha=per_task_alpha,
+            fusion=fusion,
+            image_mode=image_mode,
+            captions=captions,
+            max_words=max_words,
+            batch_size=batch_size,
+            system=system,
+            progress=progress,
+        )
+
+    def _options_spec(self) -> dict[str, Any]:
+        prompt = self.prompt if self.prompt is None or isinstance(self.prompt, str) else dict(self.prompt)
+        out = {"prompt": prompt, "tokens": list(self.tokens)}
+        return out if self.prompt_table == "table13" else {**out, "prompt_table": self.prompt_table}
 
     def template_for(self, query: Query, candidate: Item) -> str:
         """The template this query/candidate pair is rendered with."""
         if isinstance(self.prompt, str):
             return self.prompt
-        return true_false_prompt(query, candidate.modality, overrides=self.prompt).template
-
-    def spec(self) -> dict[str, Any]:
-        chat_spec = getattr(self.chat, "spec", None)
-        return {
-            "type": self.name,
-            "tokens": list(self.tokens),
-            "prompt": self.prompt if self.prompt is None or isinstance(self.prompt, str) else dict(self.prompt),
-            "fusion": self.fusion.to_dict(),
-            "image_mode": self.renderer.image_mode,
-            "max_words": self.renderer.max_words,
-            "chat": chat_spec() if callable(chat_spec) else type(self.chat).__name__,
-        }
+        return true_false_prompt(query, candidate.modality, overrides=self.prompt, table=self.prompt_table).template
 
     def conversation(
         self, query: Query, candidate: Item, *, max_words: int | None = None, stats: RerankStats | None = None
@@ -109,7 +121,7 @@ class PointwiseReranker(LLMReranker):
     ) -> list[np.ndarray | None]:
         pairs = [(qi, q, c) for qi, (q, head) in enumerate(zip(queries, heads, strict=True)) for c in head]
         probs = np.zeros(len(pairs))
-        bar = tqdm(total=len(pairs), desc=f"rerank ({self.name})", unit="pair", disable=self._quiet(len(pairs)))
+        bar = progress(total=len(pairs), desc=f"rerank ({self.name})", unit="pair", enabled=self._show(len(pairs)))
         for start in range(0, len(pairs), self.batch_size):
             batch = pairs[start : start + self.batch_size]
             convs = [self.conversation(q, c, stats=stats) for _, q, c in batch]
@@ -130,7 +142,6 @@ class PointwiseReranker(LLMReranker):
         self, convs: list[Conversation], batch: list[tuple[int, Query, Item]], stats: RerankStats
     ) -> np.ndarray:
         try:
-            stats.model_calls += 1
             return np.asarray(self.chat.token_logprobs(convs, self.tokens), dtype=np.float64)
         except PromptTooLongError:
             if len(convs) == 1 and len(batch) == 1:
@@ -146,7 +157,6 @@ class PointwiseReranker(LLMReranker):
             words = max(8, words // 2)
             stats.shortened_on_overflow += 1
             try:
-                stats.model_calls += 1
                 conv = self.conversation(q, c, max_words=words)
                 return np.asarray(self.chat.token_logprobs([conv], self.tokens), dtype=np.float64)
             except PromptTooLongError:
@@ -156,25 +166,21 @@ class PointwiseReranker(LLMReranker):
 
 
 class TrueFalseReranker(PointwiseReranker):
-    """MM-Embed zero-shot reranker (§4.2): Table 13 prompts, P(True) over [False, True]; α = 0 by default."""
+    """MM-Embed zero-shot reranker (§4.2): Table 13 prompts, P(True) over [False, True]; the paper reranks by P(True)
+    alone, so α = 0 unless set. Budget: top-10 (MM-Embed §4.2 / Table 7). ``prompt_table="full"`` shows the images
+    Table 13 leaves out of tasks 3, 7 and 8 (:data:`~lumir.rerank.prompts.MBEIR_TRUE_FALSE_PROMPTS_FULL`)."""
 
     name = "true-false"
-
-    def __init__(self, chat: ChatModel, **options: Any) -> None:
-        options.setdefault("tokens", ("False", "True"))
-        options.setdefault("fusion", FusionConfig(alpha=0.0))
-        options.setdefault("k", 10)
-        super().__init__(chat, **options)
+    default_k = 10
+    default_alpha = 0.0
+    default_tokens = ("False", "True")
 
 
 class YesNoReranker(PointwiseReranker):
-    """LamRA-Rank pointwise (§3.4–3.5): P(YES) over [NO, YES], fused with α = 0.5."""
+    """LamRA-Rank pointwise (§3.4–3.5): P(YES) over [NO, YES], fused with α = 0.5. Budget: top-10 (zero-shot)."""
 
     name = "yes-no"
-
-    def __init__(self, chat: ChatModel, **options: Any) -> None:
-        options.setdefault("prompt", LAMRA_POINTWISE_PROMPT)
-        options.setdefault("tokens", ("NO", "YES"))
-        options.setdefault("fusion", FusionConfig(alpha=0.5))
-        options.setdefault("k", 10)
-        super().__init__(chat, **options)
+    default_k = 10
+    default_alpha = 0.5
+    default_prompt = LAMRA_POINTWISE_PROMPT
+    default_tokens = ("NO", "YES")

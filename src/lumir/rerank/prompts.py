@@ -5,8 +5,16 @@ image and text), ``<cimg>``, ``<ctxt>`` (the candidate's); listwise templates us
 a template into chat content parts (images stay images; in caption-proxy mode they become their captions).
 
 - :data:`MBEIR_TRUE_FALSE_PROMPTS` — MM-Embed (Lin et al., 2024) Table 13, keyed by M-BEIR task name; the paper's
-  text is kept verbatim, including its missing line break before "Does" for OVEN/InfoSeek and its candidate-text-only
-  prompts for the image+text pools of EDIS and WebQA task 2.
+  text is kept verbatim (the default), including its missing line break before "Does" for OVEN/InfoSeek.
+- :data:`MBEIR_TRUE_FALSE_PROMPTS_FULL` — the same prompts with every input the task's modalities hold (ours).
+  Table 13 numbers its tasks 1-8 by modality pair; as printed, three of them leave out an image their queries or
+  candidates have (:data:`TABLE13_OMISSIONS`): task 3, q_txt -> (c_img, c_txt) (EDIS, WebQA; M-BEIR
+  ``edis_task2``, ``webqa_task2``), has no ``<cimg>``; task 7, (q_img, q_txt) -> c_img (FashionIQ, CIRR;
+  ``fashioniq_task7``, ``cirr_task7``), has no ``<qimg>``, so the reference image of a composed query is never
+  shown; task 8, (q_img, q_txt) -> (c_img, c_txt) (OVEN, InfoSeek; ``oven_task8``, ``infoseek_task8``), has no
+  ``<cimg>``. The full variant adds exactly those markers, each followed by a line break (``Answer: <cimg>\\n<ctxt>``,
+  ``<qimg>\\n<cimg>\\nCaption:<qtxt>``), and changes no word: deleting the added ``marker + "\\n"`` gives Table 13
+  back. Select it with ``table="full"`` (:func:`true_false_prompt`) or a reranker's ``prompt_table="full"``.
 - :data:`TEXT_TRUE_FALSE_PROMPTS` — the same True/False framing for text-to-text tasks outside M-BEIR (BEIR), ours.
 - :data:`LAMRA_POINTWISE_PROMPT`, :data:`LAMRA_LISTWISE_PROMPT` — LamRA (Liu et al., 2025) §3.4–3.5 trains its
   reranker to answer YES/NO for one candidate and the position of the relevant one among several; the paper does not
@@ -28,6 +36,9 @@ __all__ = [
     "LAMRA_POINTWISE_PROMPT",
     "MARKERS",
     "MBEIR_TRUE_FALSE_PROMPTS",
+    "MBEIR_TRUE_FALSE_PROMPTS_FULL",
+    "PROMPT_TABLES",
+    "TABLE13_OMISSIONS",
     "TEXT_TRUE_FALSE_PROMPTS",
     "parse_position",
     "template_markers",
@@ -73,6 +84,38 @@ MBEIR_TRUE_FALSE_PROMPTS: dict[str, str] = {
     "infoseek_task8": _VQA,
 }
 """MM-Embed Table 13: the zero-shot True/False reranking prompt of each of M-BEIR's 16 tasks."""
+
+TABLE13_OMISSIONS: dict[str, str] = {
+    "edis_task2": "<cimg>",  # Table 13 task 3, q_txt -> (c_img, c_txt)
+    "webqa_task2": "<cimg>",
+    "fashioniq_task7": "<qimg>",  # Table 13 task 7, (q_img, q_txt) -> c_img
+    "cirr_task7": "<qimg>",
+    "oven_task8": "<cimg>",  # Table 13 task 8, (q_img, q_txt) -> (c_img, c_txt)
+    "infoseek_task8": "<cimg>",
+}
+"""The marker each Table 13 prompt leaves out although its task's modalities have that input."""
+
+_QA_FULL = "Question: <qtxt>\nAnswer: <cimg>\n<ctxt>\nDoes the answer correctly answer the question? True or False"
+_CIR_FULL = (
+    "<qimg>\n<cimg>\nCaption:<qtxt>\nDoes the above caption describe the modification of the image? True or False"
+)
+_VQA_FULL = (
+    "<qimg>\nQuestion:<qtxt>\nAnswer:<cimg>\n<ctxt>Does the answer correctly answer the question? True or False"
+)
+
+MBEIR_TRUE_FALSE_PROMPTS_FULL: dict[str, str] = {
+    **MBEIR_TRUE_FALSE_PROMPTS,
+    "edis_task2": _QA_FULL,
+    "webqa_task2": _QA_FULL,
+    "fashioniq_task7": _CIR_FULL,
+    "cirr_task7": _CIR_FULL,
+    "oven_task8": _VQA_FULL,
+    "infoseek_task8": _VQA_FULL,
+}
+"""Table 13 with the :data:`TABLE13_OMISSIONS` markers added (full content; wording unchanged; ours)."""
+
+PROMPT_TABLES: dict[str, dict[str, str]] = {"table13": MBEIR_TRUE_FALSE_PROMPTS, "full": MBEIR_TRUE_FALSE_PROMPTS_FULL}
+"""M-BEIR True/False prompt tables by name: ``"table13"`` (verbatim, the default) and ``"full"``."""
 
 TEXT_TRUE_FALSE_PROMPTS: dict[str, str] = {
     "beir/scifact": "Claim: <qtxt>\nAbstract: <ctxt>\nDoes the abstract support or refute the claim? True or False",
@@ -132,19 +175,33 @@ def split_template(template: str) -> list[str]:
 
 
 def true_false_prompt(
-    query: Query, candidate_modality: Modality, *, overrides: Mapping[str, str] | None = None
+    query: Query,
+    candidate_modality: Modality,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    table: str = "table13",
 ) -> PromptChoice:
     """The True/False template for a query: ``overrides[task]``, Table 13 for M-BEIR tasks, BEIR prompts, fallback.
+
+    ``table`` picks the M-BEIR table (:data:`PROMPT_TABLES`): ``"table13"`` verbatim, or ``"full"`` with the images
+    Table 13 leaves out (:data:`TABLE13_OMISSIONS`).
 
     Example:
         >>> true_false_prompt(Query("q", text="a dog", task="mscoco_task0"), Modality.IMAGE).source
         'MM-Embed Table 13 (mscoco_task0)'
+        >>> true_false_prompt(Query("q", text="bluer", task="cirr_task7"), Modality.IMAGE, table="full").source
+        'MM-Embed Table 13, full content (cirr_task7)'
     """
+    if table not in PROMPT_TABLES:
+        raise ValueError(f"unknown prompt table {table!r}; known: {sorted(PROMPT_TABLES)}")
     task = query.task or ""
     if overrides and task in overrides:
         return PromptChoice(overrides[task], f"override ({task})")
-    if task in MBEIR_TRUE_FALSE_PROMPTS:
-        return PromptChoice(MBEIR_TRUE_FALSE_PROMPTS[task], f"MM-Embed Table 13 ({task})")
+    if task in PROMPT_TABLES[table]:
+        full = table == "full" and task in TABLE13_OMISSIONS
+        return PromptChoice(
+            PROMPT_TABLES[table][task], f"MM-Embed Table 13{', full content' if full else ''} ({task})"
+        )
     if task in TEXT_TRUE_FALSE_PROMPTS:
         return PromptChoice(TEXT_TRUE_FALSE_PROMPTS[task], f"text True/False ({task})")
     pair = (query.modality, candidate_modality)

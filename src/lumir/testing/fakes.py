@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from lumir.errors import ModalityError, PromptTooLongError
 from lumir.types import Item, Modality, Role
 
-__all__ = ["COLORS", "ColorEmbedder", "HashEmbedder", "ScriptedChatModel"]
+__all__ = ["COLORS", "ColorEmbedder", "FakeCallStats", "HashEmbedder", "ScriptedChatModel"]
 
 COLORS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -148,6 +149,15 @@ def _prompt_text(conversation: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(out)
 
 
+@dataclass
+class FakeCallStats:
+    """Counters of a fake chat model (the shape of :class:`lumir.models.chat.base.CallStats`)."""
+
+    calls: int = 0
+    conversations: int = 0
+    prompt_tokens: int = 0
+
+
 class ScriptedChatModel:
     """A ChatModel with known behaviour: canned replies, canned or computed token scores, call counters.
 
@@ -171,18 +181,29 @@ class ScriptedChatModel:
         replies: Mapping[str, str] | None = None,
         *,
         default_reply: str = "",
-        score_fn: Callable[[str, Sequence[str]], Sequence[float]] | None = None,
+        score_fn: Callable[[str, Sequence[str]], Sequence[float]] | str | None = None,
         supports_images: bool = True,
         context_length: int | None = None,
     ) -> None:
+        if isinstance(score_fn, str):
+            raise TypeError(f"ScriptedChatModel cannot be rebuilt from a spec with score_fn {score_fn!r}")
         self.replies = dict(replies or {})
         self.default_reply = default_reply
         self.score_fn = score_fn
         self.supports_images = supports_images
         self.context_length = context_length
         self.fingerprint = hashlib.sha256(repr(sorted(self.replies.items())).encode()).hexdigest()[:16]
-        self.calls = 0
+        self.stats = FakeCallStats()
         self.prompts: list[str] = []
+
+    @property
+    def calls(self) -> int:
+        """Model calls made (``generate`` / ``token_logprobs`` invocations)."""
+        return self.stats.calls
+
+    def count_tokens(self, text: str) -> int:
+        """Whitespace-separated words (the fake's tokens)."""
+        return len(text.split())
 
     def _texts(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[str]:
         texts = [_prompt_text(c) for c in conversations]
@@ -196,7 +217,8 @@ class ScriptedChatModel:
                         tokens=len(t.split()),
                         limit=self.context_length,
                     )
-        self.calls += 1
+        self.stats.calls += 1
+        self.stats.conversations += len(texts)
         self.prompts.extend(texts)
         return texts
 
@@ -220,5 +242,14 @@ class ScriptedChatModel:
         return torch.tensor(rows, dtype=torch.float32).reshape(len(texts), len(tokens))
 
     def spec(self) -> dict[str, Any]:
-        """A description (scripted models are rebuilt in code, not from specs)."""
-        return {"backend": "scripted", "fingerprint": self.fingerprint}
+        """Rebuild spec (a ``score_fn`` is code, not data: a spec cannot carry it and says so)."""
+        out: dict[str, Any] = {
+            "type": "scripted",
+            "replies": dict(self.replies),
+            "default_reply": self.default_reply,
+            "supports_images": self.supports_images,
+            "context_length": self.context_length,
+        }
+        if self.score_fn is not None:
+            out["score_fn"] = f"<not serialisable: {getattr(self.score_fn, '__name__', 'callable')}>"
+        return out

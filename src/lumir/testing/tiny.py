@@ -8,7 +8,9 @@ max-length pad).
 
 Tiny chat models for the LLM stages: a Llama causal LM (:func:`build_tiny_lm`) and a LLaVA vision-language model
 with a Qwen2 backbone (:func:`build_tiny_llava`), sharing a ChatML-templated WordLevel tokenizer
-(:func:`tiny_chat_tokenizer`).
+(:func:`tiny_chat_tokenizer`); and a Llama causal LM with a Llama-style SentencePiece tokenizer
+(:func:`build_tiny_sp_lm`, :func:`tiny_sp_tokenizer`: ``▁`` word markers, Llama-2's ``[INST]`` template), where
+``"True"`` is the token ``"▁True"`` and ``"YES"`` encodes as ``["▁", "YES"]``.
 
 Recipe: hidden 32, 2 layers, 4 heads, image 30, patch 6; CLIP projects to 16, SigLIP's embedding is its hidden
 size (32). Image processors are the PIL backends, so no torchvision is needed.
@@ -42,16 +44,21 @@ __all__ = [
     "TINY_CHAT_TEMPLATE",
     "TINY_CHAT_VOCAB",
     "TINY_IMAGE_SIZE",
+    "TINY_SP_CHAT_TEMPLATE",
+    "TINY_SP_VOCAB",
     "TINY_VOCAB",
     "build_tiny_clip",
     "build_tiny_llava",
     "build_tiny_lm",
     "build_tiny_siglip",
+    "build_tiny_sp_lm",
     "save_tiny_clip",
     "save_tiny_llava",
     "save_tiny_lm",
     "save_tiny_siglip",
+    "save_tiny_sp_lm",
     "tiny_chat_tokenizer",
+    "tiny_sp_tokenizer",
     "tiny_tokenizer",
 ]
 
@@ -302,4 +309,98 @@ def save_tiny_llava(path: str | Path, seed: int = 0) -> Path:
     model, processor = build_tiny_llava(seed)
     model.save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+_SP_SPECIALS = ("<unk>", "<s>", "</s>", "[INST]", "[/INST]", "<<SYS>>", "<</SYS>>")
+_SP_WORDS = (
+    "True", "False", "Yes", "is", "this", "the", "a", "an", "of", "on", "in", "and", "with", "red", "green", "blue",
+    "dog", "cat", "photo", "image", "caption", "query", "candidate", "document", "relevant", "match", "Does",
+    "Answer", "Query", "Candidate", "Is",
+)  # fmt: skip
+TINY_SP_VOCAB: tuple[str, ...] = (
+    *_SP_SPECIALS,
+    *(f"\u2581{w}" for w in _SP_WORDS),  # "▁True": the word after a space or at the start of a text
+    *_SP_WORDS,  # "True": the word glued to what precedes it
+    "YES", "NO", "No",  # bare only: "YES" encodes as ["▁", "YES"], "No" as ["▁", "No"] (but "Yes" as ["▁Yes"])
+    *"bcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;?!()[]-'\"",  # "a" is a word above
+    "\u2581", "\n",
+)  # fmt: skip
+"""The tiny SentencePiece vocabulary: specials (ids 0-6), ``▁``-marked and bare words, the bare-only ``YES``, ``NO``
+and ``No``, then single characters (unknown words are spelled out; anything else is ``<unk>``)."""
+
+TINY_SP_CHAT_TEMPLATE = (
+    "{{ bos_token }}{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{{ '<<SYS>>' + message['content'] + '<</SYS>>' }}"
+    "{%- elif message['role'] == 'user' -%}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- else -%}{{ ' ' + message['content'] + eos_token }}{%- endif -%}"
+    "{%- endfor -%}"
+)
+"""Llama-2-like template: ``<s>[INST] user [/INST]``; the answer follows after a space (so as ``"▁True"``)."""
+
+
+def tiny_sp_tokenizer() -> PreTrainedTokenizerFast:
+    """A Llama-style SentencePiece tokenizer over :data:`TINY_SP_VOCAB`, built offline.
+
+    A ``tokenizers`` Unigram model (specials score 0, words -1, characters -2, so whole words win) behind a
+    ``Metaspace("▁", prepend_scheme="first")`` pre-tokenizer and decoder — SentencePiece's dummy prefix: a text's
+    first word and every word after a space carry ``▁``. Wrapped in ``PreTrainedTokenizerFast`` with ``<s>``/``</s>``
+    and :data:`TINY_SP_CHAT_TEMPLATE`; pads on the left with ``<unk>`` (Llama has no pad token).
+
+    Example:
+        >>> tok = tiny_sp_tokenizer()
+        >>> [tok.convert_ids_to_tokens(tok.encode(w, add_special_tokens=False)) for w in ("True", "YES", "No")]
+        [['▁True'], ['▁', 'YES'], ['▁', 'No']]
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    scores = [0.0 if t in _SP_SPECIALS else -2.0 if len(t) == 1 else -1.0 for t in TINY_SP_VOCAB]
+    tok = Tokenizer(models.Unigram(list(zip(TINY_SP_VOCAB, scores, strict=True)), unk_id=0, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="first")
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _SP_SPECIALS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        chat_template=TINY_SP_CHAT_TEMPLATE,
+        padding_side="left",
+        model_max_length=_LM["max_position_embeddings"],
+    )
+
+
+def build_tiny_sp_lm(seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A seeded random-weight ``LlamaForCausalLM`` (as :func:`build_tiny_lm`) over :func:`tiny_sp_tokenizer`.
+
+    Example:
+        >>> from lumir.models.chat.hf import TransformersChatModel
+        >>> chat = TransformersChatModel(*build_tiny_sp_lm(), name="tiny-sp")
+        >>> chat.render([{"role": "user", "content": "Is this red?"}])
+        '<s>[INST] Is this red? [/INST]'
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    ids = {t: i for i, t in enumerate(TINY_SP_VOCAB)}
+    config = {
+        **_LM,
+        "vocab_size": len(TINY_SP_VOCAB),
+        "pad_token_id": ids["<unk>"],
+        "bos_token_id": ids["<s>"],
+        "eos_token_id": ids["</s>"],
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(LlamaConfig(**config, tie_word_embeddings=True)).eval()
+    return model, tiny_sp_tokenizer()
+
+
+def save_tiny_sp_lm(path: str | Path, seed: int = 0) -> Path:
+    """Write :func:`build_tiny_sp_lm` to a local folder loadable by ``load_chat_model("hf:" + path)``."""
+    path = Path(path)
+    model, tokenizer = build_tiny_sp_lm(seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

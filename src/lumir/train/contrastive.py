@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from lumir.config import atomic_path
+from lumir.progress import progress
 from lumir.train.losses import LearnableTemperature, info_nce
 
 __all__ = [
@@ -333,7 +333,7 @@ class ContrastiveTrainer:
         history: list[dict[str, Any]] = []
         t0 = time.perf_counter()
         loss_value = float("nan")
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not show_progress)
+        bar = progress(total=self.total_steps, initial=self.step, desc="train", unit="step", enabled=show_progress)
         for epoch in range(start_epoch, self.config.epochs):
             for module in self.trainable_modules():
                 module.train()

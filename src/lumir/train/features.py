@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from lumir.config import atomic_path, atomic_write_text, versions
 from lumir.errors import DataFormatError, ImageLoadError
@@ -36,6 +35,7 @@ from lumir.models.mini import (
     text_tower_features,
 )
 from lumir.models.text import SentenceTransformerModel
+from lumir.progress import progress
 from lumir.types import Item
 
 __all__ = [
@@ -138,7 +138,7 @@ def _build(
     n = len(ids)
     starts = list(range(0, n, shard_size))
     seconds, done_now = 0.0, 0
-    with tqdm(total=n, desc=f"features {tower}", unit=unit, disable=n < 200) as bar:
+    with progress(total=n, desc=f"features {tower}", unit=unit, enabled=n >= 200) as bar:
         for start in starts:
             shard = partial / f"shard-{start:09d}.npy"
             stop = min(start + shard_size, n)

@@ -66,7 +66,7 @@ def test_provenance_is_recorded(tmp_path: Path) -> None:
     key = cache_key("scripted", model.fingerprint, "hello", "generate", params)
     prov = cached.cache.provenance(key)
     assert prov is not None and prov["value"] == "r" and prov["prompt"] == "hello"
-    assert prov["backend"] == "scripted" and prov["model_spec"]["backend"] == "scripted"
+    assert prov["backend"] == "scripted" and prov["model_spec"]["type"] == "scripted"
     assert prov["params"] == params and prov["lumir_version"] and prov["created"] > 0
 
 

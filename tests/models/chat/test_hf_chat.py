@@ -12,7 +12,7 @@ from PIL import Image
 from lumir.errors import ModalityError, ModelNotFoundError
 from lumir.models.chat.base import PromptTooLongError, user_message
 from lumir.models.chat.hf import TransformersChatModel
-from lumir.models.chat.registry import gguf_path, load_chat_model
+from lumir.models.chat.registry import load_chat_model
 from lumir.protocols import ChatModel, Conversation
 from lumir.testing.tiny import build_tiny_llava, build_tiny_lm, save_tiny_llava, save_tiny_lm
 from lumir.types import as_image_ref
@@ -199,7 +199,7 @@ def test_saved_folder_round_trip(tmp_path: Path, kind: str) -> None:
     assert loaded.generate(convs, max_new_tokens=5) == memory.generate(convs, max_new_tokens=5)
 
     spec = loaded.spec()
-    assert spec["backend"] == "transformers" and spec["model_path"] == str(folder.resolve())
+    assert spec["type"] == "transformers" and spec["model_path"] == str(folder.resolve())
     again = load_chat_model(spec)
     assert again.fingerprint == loaded.fingerprint and again.spec() == spec
     assert load_chat_model(f"hf:{folder}", batch_size=1).fingerprint == loaded.fingerprint
@@ -224,8 +224,9 @@ def test_from_gguf_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_smollm2_gguf_through_transformers() -> None:
     chat = load_chat_model("smollm2@transformers", batch_size=4)  # registry -> TransformersChatModel.from_gguf
     assert isinstance(chat, TransformersChatModel) and chat.name == "smollm2-135m-instruct"
-    assert chat.context_length == 8192 and chat.spec()["backend"] == "transformers-gguf"
-    assert chat.spec()["gguf_path"] == str(gguf_path("smollm2").resolve())
+    assert chat.context_length == 8192 and chat.backend == "transformers"
+    assert chat.spec()["type"] == "smollm2-135m-instruct" and chat.spec()["backend"] == "transformers"  # portable
+    assert load_chat_model(chat.spec()).fingerprint == chat.fingerprint
     convs = [
         user_message("Is Paris the capital of France? Answer Yes or No."),
         user_message("What is the capital of France?"),

@@ -111,7 +111,7 @@ def test_prompt_too_long_is_an_error_not_a_crash(model: LlamaCppChatModel) -> No
 
 def test_spec_fingerprint_and_registry(model: LlamaCppChatModel) -> None:
     spec = json.loads(json.dumps(model.spec()))
-    assert spec["backend"] == "llama-cpp" and spec["n_ctx"] == 1024
+    assert spec["type"] == "llama-cpp" and spec["n_ctx"] == 1024
     again = load_chat_model(spec, n_ctx=512, n_threads=1)
     assert isinstance(again, LlamaCppChatModel) and again.context_length == 512
     assert again.fingerprint == model.fingerprint == gguf_fingerprint(gguf_path("smollm2"))

@@ -300,7 +300,7 @@ def test_spec_roundtrip_render_and_fingerprint(server: FakeServer) -> None:
     model = _model(server, concurrency=2, top_logprobs=5)
     again = load_chat_model(json.loads(json.dumps(model.spec())))
     assert isinstance(again, OpenAIChatModel) and again.spec() == model.spec()
-    assert model.spec()["backend"] == "openai"
+    assert model.spec()["type"] == "openai"
     assert model.fingerprint == f"{server.url}/v1#fake@fake-model-7b"
     assert model.render(user_message("a")) == model.render([{"role": "user", "content": "a"}])
     assert model.render(user_message("a")) != model.render(user_message("b"))

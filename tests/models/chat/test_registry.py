@@ -90,7 +90,7 @@ def test_registered_models_resolve_to_verified_files() -> None:
 
 
 def test_spec_strings() -> None:
-    with pytest.raises(KeyError, match="unknown chat model spec"):
+    with pytest.raises(KeyError, match="unknown chat model .nonsense.; known"):
         load_chat_model("nonsense")
     with pytest.raises(KeyError, match="backend"):
         load_chat_model("smollm2@onnx")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -198,27 +198,81 @@ def conversation_key(conversation: Conversation) -> str:
     return json.dumps(canon, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def first_token_ids(encode: Any, tokens: Sequence[str], *, model: str) -> list[int]:
-    """The first token id of each candidate string, refusing candidates that share it.
+_WORD_MARKERS = "▁Ġ "
+"""Word-start markers: SentencePiece's ``▁``, byte-level BPE's ``Ġ``, or a plain space in decoded pieces."""
 
-    ``encode(text) -> list[int]`` encodes without special tokens. A candidate's log-probability is that of its
-    first token at the next position (``"True"``, ``"YES"`` and ``"1"``..``"9"`` are one token in common
-    vocabularies).
+
+def _word(piece: str) -> str:
+    """A token's text without word-start markers and surrounding whitespace (``"▁True"`` -> ``"True"``)."""
+    return piece.replace("▁", " ").replace("Ġ", " ").strip()
+
+
+def first_token_ids(
+    encode: Any,
+    tokens: Sequence[str],
+    *,
+    model: str,
+    piece: Callable[[int], str] | None = None,
+    lookup: Callable[[str], int | None] | None = None,
+) -> list[int]:
+    """The token id each candidate answer is scored by, refusing candidates that share it.
+
+    ``encode(text) -> list[int]`` encodes without special tokens. A candidate's log-probability is that of *one*
+    token at the next position: the first token of its encoding (``"True"``, ``"YES"`` and ``"1"``..``"9"`` are one
+    token in common vocabularies; a longer word is scored by its first piece). Two refinements make this hold for
+    SentencePiece (Llama-style) vocabularies too, where a word at the start of a text gains a ``▁`` marker:
+
+    1. With ``piece(id) -> token text``, leading tokens that are a lone word-start marker (``"▁"``, ``"Ġ"``, a
+       space) are skipped: a tokenizer without ``"▁YES"`` encodes ``"YES"`` as ``["▁", "YES"]``, and ``"▁"`` (shared
+       by every such candidate, and no answer) would otherwise be scored.
+    2. With ``lookup(token text) -> id or None`` as well, the candidates are kept in one form: when some resolve to
+       a marked token (``"▁Yes"``) and others to a bare one (``"No"``, because ``"▁No"`` is not in the vocabulary),
+       all switch to the marked form if every candidate has it as a single token, else to the bare form if every
+       candidate has that, else stay as they are (P(True) over ``"▁True"`` vs ``"False"`` would compare two kinds
+       of token).
+
+    Candidates are never scored by several tokens combined: one id each, so results stay what they were for
+    tokenizers where the first token already is the word (GPT-2-style BPE), and cached scores stay valid.
+    (:class:`~lumir.models.chat.openai.OpenAIChatModel` sees only token texts; it matches a candidate to the
+    best-scored top entry whose text, markers stripped, equals it, and so never scores a lone marker either.)
 
     Raises:
-        ValueError: a candidate encodes to nothing, or two candidates start with the same token.
+        ValueError: a candidate encodes to nothing, or two candidates resolve to the same token.
     """
     ids: list[int] = []
     for tok in tokens:
-        enc = list(encode(tok))
+        enc = [int(i) for i in encode(tok)]
+        if piece is not None:
+            while len(enc) > 1 and not _word(piece(enc[0])):  # a lone "▁" before the word
+                enc = enc[1:]
         if not enc:
             raise ValueError(f"candidate token {tok!r} encodes to no token for {model}")
-        ids.append(int(enc[0]))
+        ids.append(enc[0])
+    if piece is not None and lookup is not None:
+        ids = _one_form(ids, tokens, piece, lookup)
     seen: dict[int, str] = {}
     for tok, i in zip(tokens, ids, strict=True):
         if i in seen:
             raise ValueError(f"candidates {seen[i]!r} and {tok!r} start with the same token ({i}) for {model}")
         seen[i] = tok
+    return ids
+
+
+def _one_form(
+    ids: list[int], tokens: Sequence[str], piece: Callable[[int], str], lookup: Callable[[str], int | None]
+) -> list[int]:
+    """Rule 2 of :func:`first_token_ids`: marked or bare tokens for every candidate, not a mix."""
+    pieces = [piece(i) for i in ids]
+    marked = [p[:1] != "" and p[0] in _WORD_MARKERS for p in pieces]
+    if all(marked) or not any(marked):
+        return ids
+    for marker in sorted({p[0] for p, m in zip(pieces, marked, strict=True) if m} - {" "}):
+        with_marker = [lookup(marker + t.strip()) for t in tokens]
+        if all(i is not None for i in with_marker):
+            return [int(i) for i in with_marker if i is not None]
+    bare = [lookup(t.strip()) for t in tokens]
+    if all(i is not None for i in bare):
+        return [int(i) for i in bare if i is not None]
     return ids
 
 

@@ -27,17 +27,22 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lumir.config import lumir_version
-from lumir.models.chat.base import GenerationConfig, conversation_images, conversation_key, image_digest
+from lumir.models.chat.base import (
+    CallStats,
+    GenerationConfig,
+    conversation_images,
+    image_digest,
+)
 from lumir.protocols import ChatModel, Conversation
 
-__all__ = ["CACHE_FORMAT", "CachedChatModel", "ChatCache", "cache_key"]
+__all__ = ["CACHE_FORMAT", "CachedChatModel", "ChatCache", "cache_key", "default_llm_cache"]
 
 CACHE_FORMAT = "lumir-llm-cache/1"
 
@@ -56,6 +61,13 @@ CREATE TABLE IF NOT EXISTS entries (
     created REAL NOT NULL
 );
 """
+
+
+def default_llm_cache() -> Path:
+    """Where LLM generations and scores are cached by default: ``$LUMIR_HOME/llm-cache.sqlite``."""
+    from lumir.models.chat.registry import lumir_home
+
+    return lumir_home() / "llm-cache.sqlite"
 
 
 def cache_key(backend: str, fingerprint: str, prompt: str, op: str, params: Any) -> str:
@@ -147,6 +159,10 @@ class CachedChatModel:
             key. A model without ``render`` is keyed by the canonical conversation (images by pixel hash).
         cache: a :class:`ChatCache` or the path of its SQLite file.
         batch_size: how many misses are sent to the model per call (and committed together).
+
+    Attributes:
+        hits, misses: conversations answered from the cache / by the model so far.
+        stats: calls that reached the model (a fully cached rerun makes none): ``calls``, ``conversations``.
     """
 
     def __init__(self, model: ChatModel, cache: ChatCache | str | Path, *, batch_size: int = 64) -> None:
@@ -155,29 +171,43 @@ class CachedChatModel:
         self.batch_size = batch_size
         self.hits = 0
         self.misses = 0
-        self.backend = str(getattr(model, "backend", type(model).__name__))
-        self.fingerprint = str(getattr(model, "fingerprint", type(model).__name__))
-        self.supports_images = bool(getattr(model, "supports_images", False))
-        self.context_length = getattr(model, "context_length", None)
+        self.stats = CallStats()
+        self.backend = model.backend
+        self.supports_images = model.supports_images
+        self.context_length = model.context_length
+
+    @classmethod
+    def from_spec(cls, model: Any, path: str | Path, *, batch_size: int = 64) -> CachedChatModel:
+        """Build from a spec: ``model`` is a chat-model spec (or a ChatModel), ``path`` the SQLite file."""
+        from lumir.models.chat.registry import load_chat_model
+
+        inner = (
+            load_chat_model(str(model) if isinstance(model, Path) else model)
+            if isinstance(model, (str, Path, Mapping))
+            else model
+        )
+        return cls(inner, path, batch_size=batch_size)
 
     @property
-    def stats(self) -> Any:
-        return getattr(self.model, "stats", None)
+    def fingerprint(self) -> str:
+        """The wrapped model's fingerprint (the cache does not change what the model answers)."""
+        return self.model.fingerprint
 
     def spec(self) -> dict[str, Any]:
-        spec = getattr(self.model, "spec", None)
-        return dict(spec()) if callable(spec) else {"backend": self.backend}
+        """``{"type": "cached", "model": <the wrapped model's spec>, "path": <the SQLite file>}``."""
+        return {"type": "cached", "model": self.model.spec(), "path": str(self.cache.path)}
+
+    def count_tokens(self, text: str) -> int:
+        """The wrapped model's token count."""
+        return self.model.count_tokens(text)
 
     def render(self, conversation: Conversation) -> str:
         """The key's prompt: the model's rendered prompt plus the pixel hash of every image it holds.
 
         A chat template renders an image as a placeholder (``<image>``), so the images must join the key.
         """
-        render = getattr(self.model, "render", None)
-        if not callable(render):
-            return conversation_key(conversation)
         images = conversation_images(conversation)
-        text = str(render(conversation))
+        text = self.model.render(conversation)
         return text if not images else text + "\n#images:" + ",".join(image_digest(im) for im in images)
 
     def _run(self, op: str, params: Any, conversations: Sequence[Conversation], call: Any) -> list[Any]:
@@ -191,10 +221,12 @@ class CachedChatModel:
         self.hits += len(keys) - sum(1 for k in keys if k not in found)
         self.misses += sum(1 for k in keys if k not in found)
         pending = list(todo.values())
-        spec = self.spec()
+        spec = self.model.spec()
         for start in range(0, len(pending), self.batch_size):
             idx = pending[start : start + self.batch_size]
             values = call([conversations[i] for i in idx])
+            self.stats.calls += 1
+            self.stats.conversations += len(idx)
             rows = []
             for i, value in zip(idx, values, strict=True):
                 found[keys[i]] = value

@@ -77,6 +77,14 @@ def _module_digest(model: Any) -> str:
     return h.hexdigest()
 
 
+def _vocab_id(tokenizer: Any, text: str) -> int | None:
+    """The id of the vocabulary entry spelled exactly ``text`` (e.g. ``"▁True"``), or None."""
+    i = tokenizer.convert_tokens_to_ids(text)
+    if i is None or (i == tokenizer.unk_token_id and text != tokenizer.unk_token):
+        return None
+    return int(i)
+
+
 class _StopOnStrings:
     """A ``transformers`` stopping criterion: a row is done once its new text holds any stop string."""
 
@@ -157,7 +165,7 @@ class TransformersChatModel:
         text_config = config.get_text_config()
         self.context_length: int | None = max_length or getattr(text_config, "max_position_embeddings", None)
         self.stats = CallStats()
-        self._source: dict[str, Any] = {"backend": self.backend, "model_path": None}
+        self._source: dict[str, Any] = {"type": self.backend, "model_path": None}
         self._weights_digest: str | None = None
 
     # ----------------------------------------------------------------------------------------------- constructors
@@ -191,7 +199,7 @@ class TransformersChatModel:
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
             processor = AutoTokenizer.from_pretrained(path, local_files_only=True)
         chat = cls(model, processor, **{"name": path.name, **options})
-        chat._source = {"backend": cls.backend, "model_path": str(path)}
+        chat._source = {"type": cls.backend, "model_path": str(path)}
         chat._weights_digest = _folder_digest(path)
         return chat
 
@@ -220,7 +228,7 @@ class TransformersChatModel:
         tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
         chat = cls(model, tokenizer, name=name or path.stem, **options)
-        chat._source = {"backend": "transformers-gguf", "gguf_path": str(path)}
+        chat._source = {"type": "transformers-gguf", "gguf_path": str(path)}
         chat._weights_digest = _folder_digest(path.parent, [path])
         return chat
 
@@ -245,6 +253,10 @@ class TransformersChatModel:
             "batch_size": self.batch_size,
             "max_length": self.max_length,
         }
+
+    def count_tokens(self, text: str) -> int:
+        """Length of ``text`` in this model's tokens (no special tokens added)."""
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def __repr__(self) -> str:
         return f"TransformersChatModel(name={self.name!r}, images={self.supports_images}, device={self.device})"
@@ -320,7 +332,14 @@ class TransformersChatModel:
             PromptTooLongError: a prompt does not fit the context (checked before the model runs).
             ValueError: a candidate encodes to nothing, or two candidates share their first token.
         """
-        ids = first_token_ids(lambda s: self.tokenizer.encode(s, add_special_tokens=False), tokens, model=self.name)
+        tok = self.tokenizer
+        ids = first_token_ids(
+            lambda s: tok.encode(s, add_special_tokens=False),
+            tokens,
+            model=self.name,
+            piece=lambda i: str(tok.convert_ids_to_tokens(i)),
+            lookup=lambda text: _vocab_id(tok, text),
+        )
         index = torch.tensor(ids, device=self.device)
         rows = [torch.empty(0, len(ids))]
         for batch in self._batches(conversations, batch_size):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,8 @@ class LlamaCppChatModel:
         seed: default sampling seed (greedy decoding ignores it).
         verbose: let llama.cpp log to stderr.
         reuse_prefix: reuse the KV cache of the previous prompt's common prefix in :meth:`token_logprobs`.
+        source: how :meth:`spec` locates the model (default ``{"type": "llama-cpp", "model_path": ...}``; the
+            offline LLMs use their portable name).
 
     Raises:
         ModelNotFoundError: ``model_path`` is not a file.
@@ -92,6 +94,7 @@ class LlamaCppChatModel:
         seed: int = 0,
         verbose: bool = False,
         reuse_prefix: bool = True,
+        source: Mapping[str, Any] | None = None,
     ) -> None:
         llama_cpp = require("llama_cpp", extra="llm", package="llama-cpp-python")
         path = Path(model_path).expanduser()
@@ -104,6 +107,7 @@ class LlamaCppChatModel:
         self.seed = int(seed)
         self.verbose = bool(verbose)
         self.reuse_prefix = bool(reuse_prefix)
+        self._source = dict(source) if source is not None else {"type": "llama-cpp", "model_path": str(path)}
         try:
             self._llm = llama_cpp.Llama(
                 model_path=str(path),
@@ -152,8 +156,7 @@ class LlamaCppChatModel:
     def spec(self) -> dict[str, Any]:
         """A JSON dict from which :func:`~lumir.models.chat.registry.load_chat_model` rebuilds this model."""
         return {
-            "backend": "llama-cpp",
-            "model_path": str(self.model_path),
+            **self._source,
             "name": self.name,
             "n_ctx": self.n_ctx,
             "n_threads": self.n_threads,
@@ -184,6 +187,10 @@ class LlamaCppChatModel:
             return str(self._formatter(messages=messages).prompt)
         except Exception as err:  # jinja2 errors, raise_exception() in templates
             raise ChatModelError(f"{self.name}: the chat template failed on this conversation: {err}") from err
+
+    def count_tokens(self, text: str) -> int:
+        """Length of plain ``text`` in this model's tokens (no BOS, special-token strings read as text)."""
+        return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def tokenize(self, text: str) -> list[int]:
         """Token ids of a rendered prompt (special tokens parsed, no BOS added)."""
@@ -245,7 +252,10 @@ class LlamaCppChatModel:
         with self._lock:
             llm = self._llm
             ids = first_token_ids(
-                lambda s: llm.tokenize(s.encode("utf-8"), add_bos=False, special=False), tokens, model=self.name
+                lambda s: llm.tokenize(s.encode("utf-8"), add_bos=False, special=False),
+                tokens,
+                model=self.name,
+                piece=lambda i: llm.detokenize([i]).decode("utf-8", errors="replace"),  # "▁" reads as " "
             )
             prompts = [self._prompt_tokens(c, room=0) for c in conversations]  # errors before any work
             out = np.zeros((len(prompts), len(ids)), dtype=np.float32)

@@ -176,7 +176,7 @@ class OpenAIChatModel:
     def spec(self) -> dict[str, Any]:
         """A JSON dict from which :func:`~lumir.models.chat.registry.load_chat_model` rebuilds this model."""
         return {
-            "backend": "openai",
+            "type": "openai",
             "base_url": self.base_url,
             "model": self.model,
             "api_key_env": self.api_key_env,
@@ -189,6 +189,10 @@ class OpenAIChatModel:
             "supports_images": self.supports_images,
             "name": self.name,
         }
+
+    def count_tokens(self, text: str) -> int:
+        """An estimate, ``ceil(1.3 x words)``: an OpenAI-compatible server exposes no tokenizer to count with."""
+        return math.ceil(1.3 * len(text.split()))
 
     @property
     def fingerprint(self) -> str:

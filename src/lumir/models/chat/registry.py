@@ -13,7 +13,7 @@ Spec strings for :func:`load_chat_model`:
 
 ==========================================  =====================================================================
 ``smollm2``, ``qwen-coder`` (or full name)  a registered offline LLM, through llama-cpp-python (``lumir[llm]``)
-``NAME@transformers``                       the same GGUF through ``transformers`` (dequantised; needs ``gguf``)
+``NAME:transformers``, ``NAME@transformers``  the same GGUF through ``transformers`` (dequantised; needs ``gguf``)
 ``gguf:PATH``                               any local GGUF file through llama-cpp-python
 ``hf:PATH``                                 a local transformers folder (text LM or vision-language model)
 ``openai:BASE_URL#MODEL``                   an OpenAI-compatible server (vLLM, Ollama, llama.cpp server, APIs)
@@ -41,7 +41,10 @@ __all__ = [
     "gguf_path",
     "load_chat_model",
     "lumir_home",
+    "offline",
     "offline_llm",
+    "parse_fallback",
+    "parse_openai",
     "sha256_file",
 ]
 
@@ -173,8 +176,53 @@ def assemble_gguf(entry: OfflineLLM, *, cache_dir: str | Path | None = None) -> 
     return out
 
 
+def offline(name: str, backend: str = "llama-cpp", **options: Any) -> Any:
+    """A registered offline LLM through ``backend`` (``llama-cpp``, or ``transformers`` to dequantise the GGUF).
+
+    Its spec stays portable (``{"type": "smollm2-135m-instruct", ...}``): the file is located on each machine.
+    """
+    entry = offline_llm(name)
+    path = gguf_path(entry.name)
+    source = {"type": entry.name, **({} if backend in ("llama-cpp", "llamacpp") else {"backend": backend})}
+    if backend in ("llama-cpp", "llamacpp"):
+        from lumir.models.chat.llamacpp import LlamaCppChatModel
+
+        return LlamaCppChatModel(path, name=entry.name, source=source, **options)
+    if backend in ("transformers", "hf"):
+        from lumir.models.chat.hf import TransformersChatModel
+
+        chat = TransformersChatModel.from_gguf(path, name=entry.name, **options)
+        chat._source = source
+        return chat
+    raise KeyError(f"unknown backend {backend!r} for {entry.name}; use llama-cpp or transformers")
+
+
+def parse_openai(rest: str) -> dict[str, Any]:
+    """``openai:BASE_URL#MODEL`` as ``{"base_url": ..., "model": ...}`` (MODEL defaults to ``default``).
+
+    Example:
+        >>> parse_openai("http://127.0.0.1:8000/v1#qwen")
+        {'base_url': 'http://127.0.0.1:8000/v1', 'model': 'qwen'}
+    """
+    base_url, sep, model = rest.rpartition("#")
+    if not sep:
+        base_url, model = rest, ""
+    if not base_url:
+        raise ValueError("an openai chat model spec needs a server address: openai:BASE_URL#MODEL")
+    return {"base_url": base_url, "model": model or "default"}
+
+
+def parse_fallback(text: str) -> dict[str, Any] | None:
+    """``NAME@BACKEND`` for the offline LLMs (``smollm2@transformers``), else None."""
+    name, sep, backend = text.partition("@")
+    if sep and name.lower() in _ALIASES:
+        return {"type": offline_llm(name).name, "backend": backend}
+    return None
+
+
 def load_chat_model(spec: str | Mapping[str, Any], **options: Any) -> Any:
-    """Build a ChatModel from a spec string (see the module docstring) or a ``spec()`` dict.
+    """Build a ChatModel from a spec string (see the module docstring) or a ``spec()`` dict, through
+    :data:`lumir.registry.CHAT_MODELS`.
 
     ``options`` go to the backend (e.g. ``n_ctx=4096``, ``device="cuda"``, ``timeout=30``).
 
@@ -182,52 +230,10 @@ def load_chat_model(spec: str | Mapping[str, Any], **options: Any) -> Any:
         >>> load_chat_model("nonsense")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        KeyError: "unknown chat model spec 'nonsense'..."
+        KeyError: "unknown chat model 'nonsense'; known: ...
     """
-    if isinstance(spec, Mapping):
-        cfg = dict(spec)
-        backend = cfg.pop("backend", None)
-        cfg.update(options)
-        return _build(str(backend), cfg)
-    text = str(spec)
-    prefix, sep, rest = text.partition(":")
-    if sep and prefix == "gguf":
-        return _build("llama-cpp", {"model_path": rest, **options})
-    if sep and prefix == "hf":
-        return _build("transformers", {"model_path": rest, **options})
-    if sep and prefix == "openai":
-        base_url, _, model = rest.rpartition("#") if "#" in rest else (rest, "", "")
-        return _build("openai", {"base_url": base_url, "model": model or "default", **options})
-    name, _, backend = text.partition("@")
-    if name.lower() in _ALIASES:
-        entry = offline_llm(name)
-        if backend in ("", "llama-cpp", "llamacpp"):
-            return _build("llama-cpp", {"model_path": str(gguf_path(entry.name)), "name": entry.name, **options})
-        if backend in ("transformers", "hf"):
-            path = gguf_path(entry.name)
-            return _build("transformers-gguf", {"gguf_path": str(path), "name": entry.name, **options})
-        raise KeyError(f"unknown backend {backend!r} for {entry.name}; use @llama-cpp or @transformers")
-    raise KeyError(
-        f"unknown chat model spec {text!r}; use one of {sorted(OFFLINE_LLMS)} (or an alias), gguf:PATH, hf:PATH "
-        f"or openai:BASE_URL#MODEL"
-    )
+    from lumir.registry import CHAT_MODELS
 
-
-def _build(backend: str, cfg: dict[str, Any]) -> Any:
-    if backend == "llama-cpp":
-        from lumir.models.chat.llamacpp import LlamaCppChatModel
-
-        return LlamaCppChatModel(**cfg)
-    if backend == "transformers":
-        from lumir.models.chat.hf import TransformersChatModel
-
-        return TransformersChatModel.from_pretrained(**cfg)
-    if backend == "transformers-gguf":
-        from lumir.models.chat.hf import TransformersChatModel
-
-        return TransformersChatModel.from_gguf(**cfg)
-    if backend == "openai":
-        from lumir.models.chat.openai import OpenAIChatModel
-
-        return OpenAIChatModel(**cfg)
-    raise KeyError(f"unknown chat model backend {backend!r}; known: llama-cpp, transformers, openai")
+    if isinstance(spec, Mapping) and "type" not in spec and "backend" in spec:  # specs written before the registry
+        spec = {"type": spec["backend"], **{k: v for k, v in spec.items() if k != "backend"}}
+    return CHAT_MODELS.build(spec, **options)

@@ -1,0 +1,246 @@
+"""Open-vocabulary image embeddings from an ImageNet classifier: ConSE (Norouzi et al., ICLR 2014).
+
+ConSE ("convex combination of semantic embeddings") places an image in a text embedding space without training:
+take the classifier's ``top`` most probable classes, and average the text embeddings of their names weighted by
+their probabilities::
+
+    c(image) = normalize( sum_{i in top-T} p_i * s(class_i) )
+
+``s`` is a sentence embedding of the class name (here all-MiniLM-L6-v2, optionally of the name in templates such as
+``"a photo of a {}."``, averaged). A text is embedded by the same sentence model, so ``<s(text), c(image)>`` scores
+any text against any photo, including words the trained heads never saw ("espresso", "moped", "tabby cat").
+
+lumir-mini keeps one vector per item by concatenating its trained-heads embedding ``h`` and this open-vocabulary
+embedding ``o`` (both unit length), weighted by ``w`` (:func:`fuse`)::
+
+    v = [ sqrt(w) * h , sqrt(1 - w) * o ]        <v, v'> = w <h, h'> + (1 - w) <o, o'>
+
+so inner-product search over fused vectors ranks by the weighted sum of the two similarities for every modality
+pair (text or photo or photo+text on either side). The class names (1,000, CLIP's cleaned ImageNet names, MIT
+licence, from open_clip) ship in ``lumir/assets/imagenet_classes.tsv``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from lumir.errors import DataFormatError
+
+__all__ = [
+    "IMAGENET_CLASSES_FILE",
+    "OpenVocabConfig",
+    "class_prompts",
+    "class_vectors",
+    "conse_vectors",
+    "fuse",
+    "imagenet_class_names",
+    "mean_probabilities",
+    "read_class_names",
+    "top_probabilities",
+]
+
+IMAGENET_CLASSES_FILE = "imagenet_classes.tsv"
+"""File name, in ``lumir/assets``, of the 1,000 ImageNet class names in class-index order."""
+
+
+def read_class_names(path: str | Path) -> list[str]:
+    """Class names from an ``index<TAB>name`` table (``#`` comment lines and one header line), in index order.
+
+    Raises:
+        DataFormatError: a malformed line, or indices that are not 0, 1, 2, ... in order.
+    """
+    path = Path(path)
+    names: list[str] = []
+    header_seen = False
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        if not header_seen:
+            header_seen = True
+            if line.split("\t") != ["index", "name"]:
+                raise DataFormatError(f"expected the header 'index<TAB>name', got {line!r}", path=path, line=lineno)
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[1].strip() or parts[0] != str(len(names)):
+            raise DataFormatError(f"expected '{len(names)}<TAB>name', got {line!r}", path=path, line=lineno)
+        names.append(parts[1])
+    return names
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class names shipped with lumir, in class-index order (EfficientNet-Lite0's outputs).
+
+    Example:
+        >>> names = imagenet_class_names()
+        >>> len(names), names[281], names[967]
+        (1000, 'tabby cat', 'espresso')
+    """
+    names = read_class_names(Path(str(resources.files("lumir") / "assets" / IMAGENET_CLASSES_FILE)))
+    if len(names) != 1000:
+        raise DataFormatError(f"expected 1000 ImageNet class names, found {len(names)}", path=IMAGENET_CLASSES_FILE)
+    return tuple(names)
+
+
+def mean_probabilities(*logits: torch.Tensor) -> torch.Tensor:
+    """The mean of the softmax probabilities of several views' ``(n, classes)`` logits (e.g. a photo and its mirror).
+
+    Example:
+        >>> mean_probabilities(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.0, math.log(3.0)]])).tolist()
+        [[0.375, 0.625]]
+    """
+    if not logits:
+        raise ValueError("mean_probabilities needs at least one logits tensor")
+    return torch.stack([x.float().softmax(dim=-1) for x in logits]).mean(dim=0)
+
+
+def top_probabilities(probs: torch.Tensor, top: int) -> torch.Tensor:
+    """``probs`` ``(n, classes)`` with everything but each row's ``top`` largest entries set to 0 (not renormalised:
+    the ConSE vector is normalised afterwards, so only the ratios matter).
+
+    Example:
+        >>> top_probabilities(torch.tensor([[0.1, 0.6, 0.3]]), 2)
+        tensor([[0.0000, 0.6000, 0.3000]])
+    """
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+    if top >= probs.shape[-1]:
+        return probs.clone()
+    values, indices = probs.topk(top, dim=-1)
+    return torch.zeros_like(probs).scatter_(-1, indices, values)
+
+
+def conse_vectors(probs: torch.Tensor, class_vecs: torch.Tensor, top: int) -> torch.Tensor:
+    """ConSE embeddings ``(n, d)``: the normalised probability-weighted sum of the ``top`` most probable classes'
+    embeddings (``class_vecs`` ``(classes, d)``, one row per class in the classifier's order).
+
+    Example:
+        >>> s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+        >>> v = conse_vectors(torch.tensor([[0.3, 0.6, 0.1]]), s, top=2)  # 0.3*[1,0] + 0.6*[0,1], normalised
+        >>> [round(x, 4) for x in v[0].tolist()]
+        [0.4472, 0.8944]
+    """
+    if probs.shape[-1] != class_vecs.shape[0]:
+        raise ValueError(f"{probs.shape[-1]} class probabilities but {class_vecs.shape[0]} class embeddings")
+    return F.normalize(top_probabilities(probs, top) @ class_vecs.to(probs.dtype), dim=-1)
+
+
+def class_prompts(names: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Every template filled with every name, template-major: ``[t0(n0), t0(n1), ..., t1(n0), ...]``.
+
+    Example:
+        >>> class_prompts(["cat", "dog"], ["{}", "a photo of a {}."])
+        ['cat', 'dog', 'a photo of a cat.', 'a photo of a dog.']
+    """
+    if not templates:
+        raise ValueError("at least one template is needed, e.g. '{}'")
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad:
+        raise ValueError(f"each template needs exactly one '{{}}' for the class name, got {bad}")
+    return [t.format(name) for t in templates for name in names]
+
+
+def class_vectors(
+    encode: Callable[[Sequence[str]], torch.Tensor],
+    names: Sequence[str],
+    templates: Sequence[str],
+    *,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """One unit vector per class ``(len(names), d)``: the normalised mean over ``templates`` of the normalised
+    ``encode`` outputs of the filled-in templates (CLIP's prompt ensembling).
+
+    Example:
+        >>> enc = lambda texts: torch.tensor([[float(len(t)), 1.0] for t in texts])
+        >>> [round(x, 4) for x in class_vectors(enc, ["ab"], ["{}"])[0].tolist()]  # [2, 1] normalised
+        [0.8944, 0.4472]
+    """
+    prompts = class_prompts(names, templates)
+    parts = [
+        F.normalize(encode(prompts[i : i + batch_size]).float(), dim=-1) for i in range(0, len(prompts), batch_size)
+    ]
+    per_template = torch.cat(parts).view(len(templates), len(names), -1)
+    return F.normalize(per_template.mean(dim=0), dim=-1)
+
+
+def fuse(heads: torch.Tensor, open_vocab: torch.Tensor, weight: float) -> torch.Tensor:
+    """``[sqrt(w) * normalize(heads), sqrt(1 - w) * normalize(open_vocab)]``: unit vectors whose inner products are
+    ``w`` times the heads' cosine plus ``1 - w`` times the open-vocabulary cosine.
+
+    Example:
+        >>> v = fuse(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 2.0]]), 0.36)
+        >>> [round(x, 4) for x in v[0].tolist()], round(float(v.norm()), 4)
+        ([0.36, 0.48, 0.0, 0.8], 1.0)
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    if heads.shape[0] != open_vocab.shape[0]:
+        raise ValueError(f"{heads.shape[0]} heads rows but {open_vocab.shape[0]} open-vocabulary rows")
+    return torch.cat(
+        [math.sqrt(weight) * F.normalize(heads, dim=-1), math.sqrt(1.0 - weight) * F.normalize(open_vocab, dim=-1)],
+        dim=-1,
+    )
+
+
+@dataclass(frozen=True)
+class OpenVocabConfig:
+    """Settings of lumir-mini's open-vocabulary path (chosen on a Flickr8k training holdout; see BENCHMARKS.md).
+
+    Attributes:
+        weight: ``w``, the weight of the trained heads' similarity; ``1 - w`` goes to the ConSE similarity.
+        top: how many of the most probable ImageNet classes form an image's ConSE vector.
+        templates: templates the class names are embedded in (averaged), each with one ``{}``.
+    """
+
+    weight: float = 0.5
+    top: int = 10
+    templates: tuple[str, ...] = ("{}",)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight <= 1.0:
+            raise ValueError(f"open_vocab weight must be in [0, 1], got {self.weight}")
+        if self.top < 1:
+            raise ValueError(f"open_vocab top must be >= 1, got {self.top}")
+        class_prompts(["x"], self.templates)  # validates the templates
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form recorded in embedder specs: ``{"weight": ..., "top": ..., "templates": [...]}``."""
+        return {"weight": self.weight, "top": self.top, "templates": list(self.templates)}
+
+    @classmethod
+    def parse(cls, value: bool | int | Mapping[str, Any] | OpenVocabConfig | None) -> OpenVocabConfig | None:
+        """An ``open_vocab`` option as settings, or None for off: ``True``/``1`` = the defaults, ``False``/``0``/
+        ``None`` = off, a mapping = the defaults updated with its keys (``weight``, ``top``, ``templates``).
+
+        Example:
+            >>> OpenVocabConfig.parse(0) is None, OpenVocabConfig.parse({"top": 5}).top
+            (True, 5)
+        """
+        if isinstance(value, OpenVocabConfig):
+            return value
+        if value is None or value is False or (isinstance(value, int) and not isinstance(value, bool) and value == 0):
+            return None
+        if value is True or (isinstance(value, int) and value == 1):
+            return cls()
+        if isinstance(value, Mapping):
+            unknown = sorted(set(value) - {"weight", "top", "templates"})
+            if unknown:
+                raise ValueError(f"unknown open_vocab key(s) {unknown}; known: weight, top, templates")
+            templates = value.get("templates", cls.templates)
+            if isinstance(templates, str):
+                templates = (templates,)
+            return cls(
+                weight=float(value.get("weight", cls.weight)),
+                top=int(value.get("top", cls.top)),
+                templates=tuple(str(t) for t in templates),
+            )
+        raise ValueError(f"open_vocab must be true/false (or 1/0) or a mapping of settings, got {value!r}")
