@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,10 +93,17 @@ def _data_root(data: Path | None) -> Path:
     raise SystemExit("no data folder: pass --data (the folder holding flickr8k/) or set LUMIR_DATA")
 
 
+COLUMNS = ["templates", "top", "views", "center", "w", "t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5",
+           "i2t_R@10", "rsum"]  # fmt: skip
+
+
 def _write(name: str, payload: dict[str, Any]) -> Path:
+    """JSON with every innermost list or object (a table row, a top-1 entry) on one line."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
-    path.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    text = json.dumps(payload, indent=1, ensure_ascii=False)
+    text = re.sub(r"([\[{])\n\s+([^\[\]{}]*?)\n\s*([\]}])", lambda m: m[1] + " ".join(m[2].split()) + m[3], text)
+    path.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {path.relative_to(REPO)}")
     return path
 
@@ -194,7 +202,8 @@ def sweep(args: argparse.Namespace) -> None:
     setup: dict[str, float] = {}
     t0 = time.perf_counter()
     for tname in TEMPLATE_SETS:
-        cv, setup[tname] = _class_vectors(tname, model)
+        cv, seconds = _class_vectors(tname, model)
+        setup[tname] = round(seconds, 2)
         for center in (False, True):
             mu = cv.mean(dim=0) if center else torch.zeros(cv.shape[1])
             txt_o = F.normalize(sentence - mu, dim=-1)
@@ -211,17 +220,21 @@ def sweep(args: argparse.Namespace) -> None:
     base = next(r["rsum"] for r in rows if r["w"] == 1.0)
     choice = select(rows, base)
     print(json.dumps(choice, indent=1))
+    combo = choice["combo"]
+    shipped_rows = [r for r in shipped_rows if all(r[k] == v for k, v in combo.items())]
     _write(
         "mini_open_vocab_sweep.json",
         {
             "what": "clean holdout sweep: heads trained on train_4k photos 1-3,000, scored on photos 3,001-4,000 "
-            "(5,000 captions); 'shipped' rows use the shipped heads, which were trained on all 4,000 photos",
+            "(5,000 captions); 'rows_shipped' (the selected setting only) use the shipped heads, which were trained "
+            "on all 4,000 photos (optimistic)",
             "command": "python benchmarks/mini_open_vocab.py sweep",
             "holdout_heads": str(heads_dir.relative_to(REPO) if heads_dir.is_relative_to(REPO) else heads_dir),
             "class_vector_seconds": setup,
             "selection": choice,
-            "rows_clean": rows,
-            "rows_shipped": shipped_rows,
+            "columns": COLUMNS,
+            "rows_clean": [[r[c] for c in COLUMNS] for r in rows],
+            "rows_shipped": [[r[c] for c in COLUMNS] for r in shipped_rows],
             "versions": versions(),
         },
     )
@@ -368,7 +381,9 @@ def markdown(args: argparse.Namespace) -> None:
     sweep_path = RESULTS / "mini_open_vocab_sweep.json"
     if sweep_path.is_file():
         s = json.loads(sweep_path.read_text())
-        rows, sel = s["rows_clean"], s["selection"]
+        rows = [dict(zip(s["columns"], r, strict=True)) for r in s["rows_clean"]]
+        shipped = [dict(zip(s["columns"], r, strict=True)) for r in s["rows_shipped"]]
+        sel = s["selection"]
         print("Best w per setting (clean holdout Rsum; heads only:", sel["base_rsum"], ")\n")
         print("| templates | views | centred | " + " | ".join(f"T={t}" for t in TOPS) + " |")
         print("|:---|:---|:---|" + "---:|" * len(TOPS))
@@ -393,7 +408,7 @@ def markdown(args: argparse.Namespace) -> None:
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             if all(r[k] == v for k, v in combo.items()):
-                sh = next(x for x in s["rows_shipped"] if all(x[k] == r[k] for k in (*combo, "w")))
+                sh = next(x for x in shipped if all(x[k] == r[k] for k in (*combo, "w")))
                 print(
                     f"| {r['w']:.2f} | "
                     + " | ".join(f"{r[m]:.1f}" for m in ("t2i_R@1", "t2i_R@5", "t2i_R@10", "i2t_R@1", "i2t_R@5"))

@@ -40,6 +40,15 @@ class ImageLoadError(LumirError, OSError):
     """An image could not be read or decoded; the message names the item and the source."""
 
 
+class LLMCacheError(DataFormatError):
+    """The on-disk LLM cache is not a lumir cache, is damaged or cannot be used; the message names the file and
+    what to do (move it away, use another cache file, or run without the cache)."""
+
+
+class OutputLockedError(LumirError, OSError):
+    """Another job is writing to the same output file; the message names the file and its lock."""
+
+
 class ModalityError(LumirError, ValueError):
     """A component was given a modality it cannot handle."""
 

@@ -24,7 +24,6 @@ equal to the raw baseline's.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,25 +51,9 @@ PARAPHRASE_PROMPT = (
 """The paraphrase instruction (LaCLIP rewrites captions with an LLM; the wording is ours)."""
 
 
-def token_counter(chat: Any) -> Callable[[str], int]:
-    """Count text in the chat model's own tokens (``count_tokens``, a tokenizer or ``tokenize``), else 1.3 per word."""
-    count_tokens = getattr(chat, "count_tokens", None)
-    if callable(count_tokens):
-        return lambda s: int(count_tokens(s))
-    tok = getattr(chat, "tokenizer", None) or getattr(getattr(chat, "model", None), "tokenizer", None)
-    if tok is not None and hasattr(tok, "encode"):
-        return lambda s: len(tok.encode(s, add_special_tokens=False))
-    tokenize = getattr(chat, "tokenize", None) or getattr(getattr(chat, "model", None), "tokenize", None)
-    if callable(tokenize):
-
-        def count(s: str) -> int:
-            try:
-                return len(tokenize(s))
-            except TypeError:
-                return len(tokenize(s.encode()))
-
-        return count
-    return lambda s: math.ceil(1.3 * len(s.split()))
+def token_counter(chat: ChatModel) -> Callable[[str], int]:
+    """Count text in the chat model's own tokens (:meth:`~lumir.protocols.ChatModel.count_tokens`)."""
+    return lambda s: int(chat.count_tokens(s))
 
 
 def caption_budgets(models: Mapping[str, Any], captions: Iterable[str]) -> dict[str, int]:
@@ -107,16 +90,21 @@ class _Augmenter:
 
     def __init__(
         self,
-        models: Mapping[str, ChatModel],
+        models: Mapping[str, ChatModel | str | Mapping[str, Any]] | Sequence[str],
         *,
         max_new_tokens: int | Mapping[str, int],
         batch_size: int = 8,
         decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
         shear_rule: str = DEFAULT_SHEAR_RULE,
+        llm_cache: str | Path | None = None,
     ) -> None:
+        from lumir.models.chat.cache import resolve_chat_model
+
         if not models:
-            raise ValueError("give at least one model (name -> ChatModel)")
-        self.models = dict(models)
+            raise ValueError("give at least one model (name -> ChatModel or its spec)")
+        pool = models if isinstance(models, Mapping) else {str(m): m for m in models}
+        self.models = {name: resolve_chat_model(m, llm_cache) for name, m in pool.items()}
+        self._decoding_option = decoding
         caps = dict.fromkeys(self.models, max_new_tokens) if isinstance(max_new_tokens, int) else dict(max_new_tokens)
         missing = sorted(set(self.models) - set(caps))
         if missing:
@@ -141,6 +129,39 @@ class _Augmenter:
 
     def _prompt_text(self, item: Item) -> str:
         raise NotImplementedError
+
+    def _options_spec(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        """Everything that rebuilds this augmenter through :data:`lumir.registry.AUGMENTERS`, its models included."""
+        decoding = self._decoding_option
+        return {
+            "type": "captioner" if self.kind == "mllm-caption" else "paraphraser",
+            "models": {name: model.spec() for name, model in self.models.items()},
+            "max_new_tokens": self.max_new_tokens if isinstance(self.max_new_tokens, int) else dict(self.caps),
+            "decoding": dict(decoding) if isinstance(decoding, Mapping) else decoding,
+            "shear_rule": self.shear_rule,
+            "batch_size": self.batch_size,
+            **self._options_spec(),
+        }
+
+    def augment(self, items: Sequence[Item]) -> list[Item]:
+        """One new caption item per (item, model) with a usable generation, provenance in ``meta``.
+
+        An item's id is ``"<source id>#<model>"``; ``meta`` keeps the source item's meta plus ``source_id``,
+        ``kind``, ``model``, ``prompt``, ``T``, ``decoding``, ``shear_rule``, ``cut`` and ``complete`` (False: cut
+        by the cap mid-clause). Empty generations are left out. :meth:`run` does the same resumably, into jsonl.
+        """
+        by_id = {it.id: it for it in items}
+        out: list[Item] = []
+        for name in self.models:
+            for rec in self.records(list(items), name):
+                if rec["text"]:
+                    src = by_id[rec["source_id"]]
+                    keys = ("source_id", "kind", "model", "prompt", "T", "decoding", "shear_rule", "cut", "complete")
+                    out.append(Item(rec["id"], text=rec["text"], meta={**src.meta, **{k: rec[k] for k in keys}}))
+        return out
 
     def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
         return None
@@ -220,23 +241,32 @@ class MultiViewCaptioner(_Augmenter):
 
     def __init__(
         self,
-        models: Mapping[str, ChatModel],
+        models: Mapping[str, ChatModel | str | Mapping[str, Any]] | Sequence[str],
         *,
         max_new_tokens: int | Mapping[str, int],
         question: str = CAPTION_QUESTION,
         batch_size: int = 8,
         decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
         shear_rule: str = DEFAULT_SHEAR_RULE,
+        llm_cache: str | Path | None = None,
     ) -> None:
-        super().__init__(
-            models, max_new_tokens=max_new_tokens, batch_size=batch_size, decoding=decoding, shear_rule=shear_rule
-        )
         if "<image>" not in question:
             raise ValueError("the captioning question must contain <image>")
+        super().__init__(
+            models,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            decoding=decoding,
+            shear_rule=shear_rule,
+            llm_cache=llm_cache,
+        )
         self.question = question
 
+    def _options_spec(self) -> dict[str, Any]:
+        return {"question": self.question}
+
     def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
-        if not getattr(model, "supports_images", False):
+        if not model.supports_images:
             raise ModalityError(
                 f"captioner {name!r} reads text only; image captioning needs a vision-language model "
                 f"(a text LLM can paraphrase captions instead: CaptionParaphraser)"
@@ -270,20 +300,29 @@ class CaptionParaphraser(_Augmenter):
 
     def __init__(
         self,
-        models: Mapping[str, ChatModel],
+        models: Mapping[str, ChatModel | str | Mapping[str, Any]] | Sequence[str],
         *,
         max_new_tokens: int | Mapping[str, int],
         prompt: str = PARAPHRASE_PROMPT,
         batch_size: int = 8,
         decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
         shear_rule: str = DEFAULT_SHEAR_RULE,
+        llm_cache: str | Path | None = None,
     ) -> None:
-        super().__init__(
-            models, max_new_tokens=max_new_tokens, batch_size=batch_size, decoding=decoding, shear_rule=shear_rule
-        )
         if "{caption}" not in prompt:
             raise ValueError("the paraphrase prompt must contain {caption}")
+        super().__init__(
+            models,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            decoding=decoding,
+            shear_rule=shear_rule,
+            llm_cache=llm_cache,
+        )
         self.prompt = prompt
+
+    def _options_spec(self) -> dict[str, Any]:
+        return {"prompt": self.prompt}
 
     def _check(self, items: Sequence[Item], name: str, model: ChatModel) -> None:
         missing = [it.id for it in items if not it.text]

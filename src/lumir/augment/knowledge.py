@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lumir.errors import DataFormatError
 from lumir.protocols import ChatModel
+from lumir.types import Item
 
 __all__ = [
     "Q1_EXAMPLES",
@@ -284,16 +285,47 @@ class KnowledgeExtractor:
 
     def __init__(
         self,
-        chat: ChatModel,
+        llm: ChatModel | str | Mapping[str, Any],
         *,
         max_retries: int = 2,
-        max_new_tokens: tuple[int, int] = (64, 48),
+        max_new_tokens: Sequence[int] = (64, 48),
         max_triplets: int = 4,
+        llm_cache: str | Path | None = None,
     ) -> None:
-        self.chat = chat
+        from lumir.models.chat.cache import resolve_chat_model
+
+        if len(max_new_tokens) != 2:
+            raise ValueError(f"max_new_tokens is (Q1 cap, Q2 cap), got {max_new_tokens!r}")
+        self.chat = resolve_chat_model(llm, llm_cache)
         self.max_retries = max_retries
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = (int(max_new_tokens[0]), int(max_new_tokens[1]))
         self.max_triplets = max_triplets
+
+    def spec(self) -> dict[str, Any]:
+        """Everything that rebuilds this extractor through :data:`lumir.registry.AUGMENTERS`, its LLM included."""
+        return {
+            "type": "knowledge",
+            "llm": self.chat.spec(),
+            "max_retries": self.max_retries,
+            "max_new_tokens": list(self.max_new_tokens),
+            "max_triplets": self.max_triplets,
+        }
+
+    def augment(self, items: Sequence[Item]) -> list[Item]:
+        """The caption items with their knowledge in ``meta["knowledge"]`` (``triplets``, ``states``, ``valid``,
+        ``attempts``, ``errors``, ``model``); items without text pass unchanged. :meth:`run` does it resumably."""
+        texts = [(it.id, it.text) for it in items if it.text]
+        found = {k.id: k for k in self.extract(texts)}
+        out = []
+        for it in items:
+            k = found.get(it.id)
+            if k is None:
+                out.append(it)
+                continue
+            record = {key: value for key, value in asdict(k).items() if key not in ("id", "caption")}
+            record["triplets"] = [list(t) for t in k.triplets]
+            out.append(Item(it.id, text=it.text, image=it.image, meta={**it.meta, "knowledge": record}))
+        return out
 
     def _ask(self, prompts: Sequence[str], max_new_tokens: int, attempt: int) -> list[str]:
         convs = [[{"role": "user", "content": p}] for p in prompts]
@@ -304,8 +336,7 @@ class KnowledgeExtractor:
 
     def extract(self, items: Sequence[tuple[str, str]]) -> list[ActionKnowledge]:
         """Knowledge for ``(id, caption)`` pairs (batched per step across captions)."""
-        spec = getattr(self.chat, "spec", None)
-        model = spec() if callable(spec) else {"type": type(self.chat).__name__}
+        model = self.chat.spec()
         out = [ActionKnowledge(i, c, model=model) for i, c in items]
         pending = list(range(len(out)))
         for attempt in range(self.max_retries + 1):  # Q1

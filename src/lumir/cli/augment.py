@@ -7,17 +7,15 @@ from typing import Annotated, Any
 
 import typer
 
-from lumir.errors import LumirError
+from lumir.cli.run import CLI_ERRORS, fail
 from lumir.types import Item
 
 
 def _chat_model(spec: str, cache: Path | None, no_cache: bool) -> Any:
     """Load a ChatModel by spec, wrapped in the on-disk LLM cache unless ``no_cache``."""
-    from lumir.models.chat import CachedChatModel, load_chat_model
-    from lumir.rerank.registry import default_llm_cache
+    from lumir.models.chat.cache import default_llm_cache, resolve_chat_model
 
-    chat = load_chat_model(spec)
-    return chat if no_cache else CachedChatModel(chat, cache or default_llm_cache())
+    return resolve_chat_model(spec, None if no_cache else cache or default_llm_cache())
 
 
 def first_per_image(captions: list[Item], n: int) -> list[Item]:
@@ -81,9 +79,8 @@ def knowledge(
             items = items[:limit]
         chat = _chat_model(llm, llm_cache, no_llm_cache)
         counts = KnowledgeExtractor(chat, max_retries=max_retries).run(items, output, batch_size=batch_size)
-    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    except CLI_ERRORS as err:
+        fail(err)
     typer.echo(
         f"{counts['done']} captions -> {output} ({counts['valid']} passed the format check; "
         f"{counts['skipped']} already there)"
@@ -181,9 +178,8 @@ def captions(
             decoding=_decoding_option(decoding or [], llm),
             shear_rule=shear_rule,
         ).run(items, output)
-    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    except CLI_ERRORS as err:
+        fail(err)
     typer.echo(
         f"{counts['done']} {mode}s -> {output} ({counts['cut']} sheared, {counts['incomplete']} incomplete, "
         f"{counts['skipped']} already there)"
@@ -236,9 +232,8 @@ def stats(
             source={"records": [str(p) for p in records], "raw": str(raw), "field": field},
             records=all_records,
         )
-    except (LumirError, OSError, ValueError, ImportError, KeyError) as err:
-        typer.secho(f"error: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
+    except CLI_ERRORS as err:
+        fail(err)
     for s in result.values():
         typer.echo(
             f"{s.name}: {s.captions} captions, mean {s.mean_length} words, top nouns "

@@ -201,9 +201,9 @@ class OpenVocabConfig:
         templates: templates the class names are embedded in (averaged), each with one ``{}``.
     """
 
-    weight: float = 0.5
-    top: int = 10
-    templates: tuple[str, ...] = ("{}",)
+    weight: float = 0.8
+    top: int = 3
+    templates: tuple[str, ...] = ("a photo of a {}.",)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:

@@ -22,12 +22,13 @@ import numpy as np
 
 from lumir.collections import Corpus, Rankings
 from lumir.errors import ModalityError, with_cli_message
+from lumir.models.chat.cache import resolve_chat_model
 from lumir.protocols import ChatModel, Conversation
 from lumir.rerank.fusion import FusionConfig, fuse_scores
 from lumir.rerank.prompts import split_template
 from lumir.types import Item, Query
 
-__all__ = ["IMAGE_MODES", "ContentRenderer", "LLMReranker", "RerankStats", "apply_rerank", "resolve_chat"]
+__all__ = ["IMAGE_MODES", "ContentRenderer", "LLMReranker", "RerankStats", "apply_rerank"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,17 +246,6 @@ def softmax_pick(logprobs: np.ndarray) -> np.ndarray | None:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def resolve_chat(llm: ChatModel | str | Mapping[str, Any], cache: str | Path | None = None) -> ChatModel:
-    """A ChatModel from a model or its spec; behind the on-disk LLM cache at ``cache`` when one is given."""
-    from lumir.models.chat.cache import CachedChatModel
-    from lumir.models.chat.registry import load_chat_model
-
-    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Path, Mapping)) else llm
-    if cache is not None and not isinstance(chat, CachedChatModel):
-        chat = CachedChatModel(chat, cache)
-    return chat
-
-
 class LLMReranker:
     """What every LLM reranker shares: its chat model, budget ``k``, fusion, rendering, ``rerank`` and ``rank``.
 
@@ -312,7 +302,7 @@ class LLMReranker:
         config = fusion or FusionConfig(alpha, normalize, dict(per_task_alpha or {}))
         self.fusion = config.with_default(self.default_alpha)
         self.renderer = ContentRenderer(image_mode=image_mode, captions=captions, max_words=max_words)
-        self.chat = resolve_chat(llm, llm_cache)
+        self.chat = resolve_chat_model(llm, llm_cache)
         self.batch_size = batch_size
         self.system = system
         self.progress = progress

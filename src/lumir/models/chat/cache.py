@@ -42,7 +42,14 @@ from lumir.models.chat.base import (
 )
 from lumir.protocols import ChatModel, Conversation
 
-__all__ = ["CACHE_FORMAT", "CachedChatModel", "ChatCache", "cache_key", "default_llm_cache"]
+__all__ = [
+    "CACHE_FORMAT",
+    "CachedChatModel",
+    "ChatCache",
+    "cache_key",
+    "default_llm_cache",
+    "resolve_chat_model",
+]
 
 CACHE_FORMAT = "lumir-llm-cache/1"
 
@@ -68,6 +75,19 @@ def default_llm_cache() -> Path:
     from lumir.models.chat.registry import lumir_home
 
     return lumir_home() / "llm-cache.sqlite"
+
+
+def resolve_chat_model(llm: Any, cache: str | Path | None = None) -> ChatModel:
+    """A ChatModel from a model or its spec (string, path or mapping); behind the on-disk cache at ``cache`` when
+    one is given (a model already behind a cache is left as it is)."""
+    from lumir.models.chat.registry import load_chat_model
+
+    if isinstance(llm, Path):
+        llm = str(llm)
+    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Mapping)) else llm
+    if cache is not None and not isinstance(chat, CachedChatModel):
+        chat = CachedChatModel(chat, cache)
+    return chat
 
 
 def cache_key(backend: str, fingerprint: str, prompt: str, op: str, params: Any) -> str:
