@@ -41,7 +41,7 @@ test-slow: ## slow tests (full-size real-data runs, e.g. SciFact nDCG@10 = 64.5)
 bench: ## record benchmarks (see BENCHMARKS.md)
 	$(BIN)/python benchmarks/bench_index.py
 	$(BIN)/python benchmarks/bench_embed.py
-	$(BIN)/python benchmarks/bench_mini.py --output benchmarks/mini_speed.md
+	$(BIN)/python benchmarks/bench_mini.py --output benchmarks/results/mini_speed.md
 
 mini: ## retrain lumir-mini from its recipe (~10 min on 2 cores), ship the heads in the package, score it
 	$(BIN)/lumir train embedder --config recipes/mini/flickr8k.yaml

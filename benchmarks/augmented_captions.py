@@ -10,7 +10,7 @@ LLMs, not image captions) and writes, under ``--output``:
 
 Usage:
     python benchmarks/augmented_captions.py runs/aug/flickr8k-train_4k-paraphrase.jsonl \
-        --output benchmarks/augmented_captions
+        --output benchmarks/results/augmented_captions
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("records", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, default=None, help="folder holding flickr8k/")
-    parser.add_argument("--output", type=Path, default=Path("benchmarks/augmented_captions"))
+    parser.add_argument("--output", type=Path, default=Path("benchmarks/results/augmented_captions"))
     args = parser.parse_args()
     _, captions = load_flickr8k((args.data or default_data_root()) / "flickr8k", "train_4k")
     raw = {c.id: c.text or "" for c in captions}

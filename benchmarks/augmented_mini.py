@@ -15,7 +15,7 @@ NAME=KEY=VALUE[;...]`` trains on raw captions with recipe overrides; ``raw`` is 
     python benchmarks/augmented_mini.py --variant raw+smollm2=runs/aug/smollm2.jsonl \
         --variant raw+smollm2+qwen=runs/aug/smollm2.jsonl,runs/aug/qwen.jsonl --seeds 0,1,2
     python benchmarks/augmented_mini.py --control raw-18ep=train.epochs=18 --control raw-16ep=train.epochs=16 \
-        --output benchmarks/augmented_mini_controls.json
+        --output benchmarks/results/augmented_mini_controls.json
 """
 
 from __future__ import annotations

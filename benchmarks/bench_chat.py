@@ -9,7 +9,7 @@ Pairs are (query, candidate) True/False prompts as the pointwise rerankers build
 3. a cold vs warm :class:`~lumir.models.chat.cache.CachedChatModel` over the llama.cpp model.
 
 Usage:
-    python benchmarks/bench_chat.py --output benchmarks/chat_speed.md
+    python benchmarks/bench_chat.py --output benchmarks/results/chat_speed.md
     python benchmarks/bench_chat.py --pairs 8            # quick run
 """
 

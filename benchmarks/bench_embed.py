@@ -8,7 +8,7 @@
    max_seq_length 256): wall time of each and the speedup; checks that both give the same vectors.
 
 Usage:
-    python benchmarks/bench_embed.py --output benchmarks/embed_results.md
+    python benchmarks/bench_embed.py --output benchmarks/results/embed_results.md
     python benchmarks/bench_embed.py --limit 500 --overhead-n 500     # quick run
 """
 

@@ -6,7 +6,7 @@
 3. ``MiniEmbedder.embed`` (decode + preprocess + both views + heads): images/s and captions/s.
 
 Usage:
-    python benchmarks/bench_mini.py --output benchmarks/mini_speed.md
+    python benchmarks/bench_mini.py --output benchmarks/results/mini_speed.md
     python benchmarks/bench_mini.py --n-images 64 --n-captions 500      # quick run
 """
 

@@ -5,7 +5,7 @@ the first 3,000 photos of ``train_4k`` and scored on the last 1,000 (5,000 capti
 1K test protocol. Frozen features are cached once under ``runs/mini/features`` and shared by all variants.
 
 Usage:
-    python benchmarks/mini_ablation.py --output benchmarks/mini_ablation.md
+    python benchmarks/mini_ablation.py --output benchmarks/results/mini_ablation.md
     python benchmarks/mini_ablation.py --only base,linear_head
 """
 

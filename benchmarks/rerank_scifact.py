@@ -5,9 +5,9 @@ fusion sweep (α in 0, 0.25, 0.5, 0.75, 1 with ``none`` and ``minmax`` normalisa
 α = 1 is the first stage itself, α = 0 the reranker alone.
 
 Usage:
-    python benchmarks/rerank_scifact.py --llm smollm2 --queries 300 --output benchmarks/rerank_scifact_smollm2.json
+    python benchmarks/rerank_scifact.py --llm smollm2 --queries 300 --output benchmarks/results/rerank_scifact_smollm2.json
     python benchmarks/rerank_scifact.py --llm qwen-coder --queries 100 --rerankers yes-no,listwise
-    python benchmarks/rerank_scifact.py --markdown benchmarks/rerank_scifact_*.json > benchmarks/rerank_scifact.md
+    python benchmarks/rerank_scifact.py --markdown benchmarks/results/rerank_scifact_*.json > benchmarks/results/rerank_scifact.md
     python benchmarks/rerank_scifact.py --baselines --queries 100    # random order, always-"1" listwise
 """
 
@@ -27,28 +27,23 @@ import numpy as np
 
 from lumir.collections import Rankings
 from lumir.config import versions, write_json
-from lumir.embed import load_embedder
 from lumir.eval.metrics import compute_metrics
 from lumir.eval.tasks import load_tasks
 from lumir.models.chat import CachedChatModel, load_chat_model
+from lumir.pipeline import PipelineSpec, build_pipeline
 from lumir.rerank import FusionConfig, load_reranker
-from lumir.retrieve import DenseRetriever
 
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def first_stage(n_queries: int, index_dir: Path) -> tuple[Any, list[Any], Rankings]:
-    """MiniLM top-100 for the first ``n_queries`` judged test queries (the corpus index is built once, reused)."""
-    from lumir.index import build_index, open_index
-
+    """MiniLM top-100 for the first ``n_queries`` judged test queries, through the same pipeline spec ``lumir eval``
+    builds (the corpus index is kept in ``index_dir`` and reused)."""
     task = load_tasks("scifact")[0]
     queries = sorted((q for q in task.queries if q.id in task.qrels), key=lambda q: int(q.id))[:n_queries]
-    embedder = load_embedder("minilm")
-    if (index_dir / "lumir.json").is_file():
-        store = open_index(index_dir, embedder=embedder)
-    else:
-        store = build_index(task.corpus, embedder, index_dir, batch_size=64)
-    return task, queries, DenseRetriever.from_store(store).retrieve(queries, 100)
+    spec = PipelineSpec(embedder="minilm", k=100, index_cache=str(index_dir.parent))
+    pipeline = build_pipeline(spec, corpus=task.corpus, cache_name=index_dir.name)
+    return task, queries, pipeline.run(queries).stages["first_stage"]
 
 
 def random_rerank_ndcg10(first: Rankings, qrels: dict[str, dict[str, int]], k: int, seeds: int = 20) -> float:

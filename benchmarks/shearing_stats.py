@@ -7,7 +7,7 @@
    share of outputs that shearing cut, that hit the T cap, and that ended incomplete or empty.
 
 Usage:
-    python benchmarks/shearing_stats.py --paraphrase 100 --output benchmarks/shearing_stats.json
+    python benchmarks/shearing_stats.py --paraphrase 100 --output benchmarks/results/shearing_stats.json
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def test_format_checks() -> None:
     assert (
         check_state("A girl is studying with a laptop at the table.")[1] == "description copies an in-context example"
     )
-    # real SmolLM2 answers that the earlier check let through (benchmarks/knowledge_smollm2.json, first run)
+    # real SmolLM2 answers that the earlier check let through (benchmarks/results/knowledge_smollm2.json, first run)
     talk = "Sorry for the misunderstanding, but I'll give you a chance to play it cool."
     assert check_state(talk)[1] == "description talks about the task instead of describing"
     label = "Corrections: Editing: The perfect sentence has been edited to meet the specified constraints."
@@ -76,11 +76,11 @@ def test_format_checks() -> None:
     assert check_state(about, triplet=("man", "pointing", "camera")) == (about, None)
     assert check_state("She leans forward, arms out.", triplet=("girl", "climbing", "fence"))[1] is None
     assert check_state("A cat is eating a mouse.")[1] is None  # no triplet given: format only
-    # a shared "the" is not a shared word (real SmolLM2 answer, benchmarks/knowledge_smollm2.json, second run)
+    # a shared "the" is not a shared word (real SmolLM2 answer, benchmarks/results/knowledge_smollm2.json, second run)
     boat = ("the blue boat", "floating", "on calm waters")
     assert check_state("A guard guards the box of chocolates.", triplet=boat)[1] == off_topic[1]
     assert parse_triplets("(the man, sits on, the bench)", caption="The dog runs.")[1] is not None
-    # real Qwen2.5-Coder answers that paste the in-context examples (benchmarks/knowledge_qwen.json, first run)
+    # real Qwen2.5-Coder answers that paste the in-context examples (benchmarks/results/knowledge_qwen.json, first run)
     girls = "A bunch of girls in cheerleader outfits ."
     assert parse_triplets("(girl, is, small)\n(girl, wears, cheerleader outfits)", caption=girls) == (
         [("girl", "wears", "cheerleader outfits")],

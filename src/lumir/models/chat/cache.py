@@ -27,13 +27,15 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lumir.config import lumir_version
+from lumir.errors import LLMCacheError, with_cli_message
 from lumir.models.chat.base import (
     CallStats,
     GenerationConfig,
@@ -46,6 +48,7 @@ __all__ = [
     "CACHE_FORMAT",
     "CachedChatModel",
     "ChatCache",
+    "cache_error",
     "cache_key",
     "default_llm_cache",
     "resolve_chat_model",
@@ -84,9 +87,12 @@ def resolve_chat_model(llm: Any, cache: str | Path | None = None) -> ChatModel:
 
     if isinstance(llm, Path):
         llm = str(llm)
-    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Mapping)) else llm
-    if cache is not None and not isinstance(chat, CachedChatModel):
-        chat = CachedChatModel(chat, cache)
+    store = None if cache is None or isinstance(llm, CachedChatModel) else ChatCache(cache)  # a bad file fails now,
+    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Mapping)) else llm  # before a model loads
+    if store is not None and not isinstance(chat, CachedChatModel):
+        chat = CachedChatModel(chat, store)
+    elif store is not None:
+        store.close()
     return chat
 
 
@@ -96,30 +102,68 @@ def cache_key(backend: str, fingerprint: str, prompt: str, op: str, params: Any)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def cache_error(path: Path, problem: str, err: BaseException | None = None) -> LLMCacheError:
+    """An :class:`~lumir.errors.LLMCacheError` naming the cache file and what to do (CLI wording attached)."""
+    detail = f" ({err})" if err is not None else ""
+    library = (
+        f"{problem}{detail}. Move the file away (a new cache is started in its place), pass another cache path, "
+        "or run without the cache"
+    )
+    cli = f"{path}: {problem}{detail}. Move the file away (a new cache is started in its place), give another "
+    cli += "file with --llm-cache PATH, or run with --no-llm-cache"
+    return with_cli_message(LLMCacheError(library, path=path), cli)
+
+
 class ChatCache:
-    """The SQLite store behind :class:`CachedChatModel` (one file; ``path`` is created on first use)."""
+    """The SQLite store behind :class:`CachedChatModel` (one file; ``path`` is created on first use).
+
+    Raises:
+        LLMCacheError: (when opened, read or written) the file is not SQLite, is damaged (e.g. truncated), holds
+            another cache format, or cannot be used; the message names the file and what to do.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
         try:
-            self._db.executescript(_SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
-        except sqlite3.DatabaseError as err:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+        except sqlite3.Error as err:
+            raise cache_error(self.path, "the LLM cache cannot be opened", err) from err
+        try:
+            with self._sqlite("opened"):
+                self._db.executescript(_SCHEMA)
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
+                if row is None:
+                    with self._db:
+                        self._db.execute("INSERT INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
+            if row is not None and row[0] != CACHE_FORMAT:
+                raise cache_error(
+                    self.path, f"this LLM cache has format {row[0]!r}; this lumir reads {CACHE_FORMAT!r}"
+                )
+        except BaseException:
             self._db.close()
-            raise ValueError(f"{self.path} is not a lumir LLM cache (SQLite): {err}") from err
-        if row is None:
-            with self._db:
-                self._db.execute("INSERT INTO meta VALUES ('format', ?)", (CACHE_FORMAT,))
-        elif row[0] != CACHE_FORMAT:
-            raise ValueError(f"{self.path} holds cache format {row[0]!r}; this lumir reads {CACHE_FORMAT!r}")
+            raise
+
+    @contextmanager
+    def _sqlite(self, doing: str) -> Iterator[None]:
+        """Turn SQLite failures into an :class:`LLMCacheError` naming the file."""
+        try:
+            yield
+        except sqlite3.DatabaseError as err:
+            name = getattr(err, "sqlite_errorname", None)
+            if name == "SQLITE_NOTADB":
+                problem = "is not a lumir LLM cache (not an SQLite database)"
+            elif name == "SQLITE_CORRUPT" or "malformed" in str(err):
+                problem = "is damaged (truncated or overwritten)"
+            else:
+                problem = "cannot be used"
+            raise cache_error(self.path, f"the LLM cache {problem}; it could not be {doing}", err) from err
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Any]:
         """Values of the keys present (decoded JSON)."""
         out: dict[str, Any] = {}
-        with self._lock:
+        with self._lock, self._sqlite("read"):
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 marks = ",".join("?" * len(chunk))
@@ -146,12 +190,12 @@ class ChatCache:
             )
             for r in rows
         ]
-        with self._lock, self._db:
+        with self._lock, self._sqlite("written"), self._db:
             self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?)", data)
 
     def provenance(self, key: str) -> dict[str, Any] | None:
         """Everything recorded with one entry (or None)."""
-        with self._lock:
+        with self._lock, self._sqlite("read"):
             cur = self._db.execute("SELECT * FROM entries WHERE key = ?", (key,))
             row = cur.fetchone()
             names = [d[0] for d in cur.description]
@@ -163,7 +207,7 @@ class ChatCache:
         return out
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._lock, self._sqlite("read"):
             return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
     def close(self) -> None:
