@@ -1,7 +1,7 @@
 """Index benchmarks: FlatIndex vs a plain torch matmul + topk, and FAISS IVF / HNSW vs exact search.
 
-Prints markdown tables (results go in ``benchmarks/results/index.md``). Every measured step runs in a fresh forked child
-process so that peak memory can be read per step: the child resets its RSS high-water mark through
+Prints markdown tables (results go in ``benchmarks/results/index.md``). Every measured step runs in a fresh forked
+child process so that peak memory can be read per step: the child resets its RSS high-water mark through
 ``/proc/self/clear_refs`` (Linux) before each step and reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` minus
 the RSS at the start of the step ("peak dRSS"), which covers torch, numpy and faiss's C++ allocations alike.
 The parent only generates data (no torch/faiss compute), so no OpenMP thread pool crosses a fork.

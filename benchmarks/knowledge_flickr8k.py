@@ -6,7 +6,8 @@ and reports the share of captions whose triplets *and* states passed the format 
 captions/s, and ``--samples`` outputs verbatim so a reader can judge quality.
 
 Usage:
-    python benchmarks/knowledge_flickr8k.py --llm smollm2 --captions 200 --output benchmarks/results/knowledge_smollm2.json
+    python benchmarks/knowledge_flickr8k.py --llm smollm2 --captions 200 \
+        --output benchmarks/results/knowledge_smollm2.json
     python benchmarks/knowledge_flickr8k.py --markdown benchmarks/results/knowledge_smollm2.json
 """
 

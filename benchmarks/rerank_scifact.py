@@ -5,9 +5,11 @@ fusion sweep (α in 0, 0.25, 0.5, 0.75, 1 with ``none`` and ``minmax`` normalisa
 α = 1 is the first stage itself, α = 0 the reranker alone.
 
 Usage:
-    python benchmarks/rerank_scifact.py --llm smollm2 --queries 300 --output benchmarks/results/rerank_scifact_smollm2.json
+    python benchmarks/rerank_scifact.py --llm smollm2 --queries 300 \
+        --output benchmarks/results/rerank_scifact_smollm2.json
     python benchmarks/rerank_scifact.py --llm qwen-coder --queries 100 --rerankers yes-no,listwise
-    python benchmarks/rerank_scifact.py --markdown benchmarks/results/rerank_scifact_*.json > benchmarks/results/rerank_scifact.md
+    python benchmarks/rerank_scifact.py --markdown benchmarks/results/rerank_scifact_*.json \
+        > benchmarks/results/rerank_scifact.md
     python benchmarks/rerank_scifact.py --baselines --queries 100    # random order, always-"1" listwise
 """
 
