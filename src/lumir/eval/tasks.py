@@ -37,7 +37,6 @@ __all__ = [
     "load_tasks",
     "mbeir_tasks",
     "parse_task_spec",
-    "toy_tasks",
 ]
 
 
@@ -208,13 +207,6 @@ def mbeir_tasks(
         )
         for t in loaded
     ]
-
-
-def toy_tasks() -> list[RetrievalTask]:
-    """The coloured-shapes toy task with known answers (:mod:`lumir.testing.toy`)."""
-    from lumir.testing.toy import toy_t2i_task
-
-    return _with_spec([toy_t2i_task()], {"type": "toy"})
 
 
 def load_tasks(spec: str | Mapping[str, Any], *, data: str | Path | None = None) -> list[RetrievalTask]:

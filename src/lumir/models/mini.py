@@ -213,8 +213,8 @@ class ImageFeatureExtractor:
         self.dim = IMAGE_FEATURE_DIM
 
     batch_size = 8
-    """Image batch size on CPU. Measured on 2 cores (benchmarks/results/mini_speed.md): traced, 77 images/s at batch 8 and
-    98 at batch 1, 45 at batch 32; kept at 8, the batch the shipped heads' training features were computed with."""
+    """Image batch size on CPU. Measured on 2 cores (benchmarks/results/mini_speed.md): traced, 77 images/s at batch 8
+    and 98 at batch 1, 45 at batch 32; kept at 8, the batch the shipped heads' training features were computed with."""
 
     def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """Preprocess PIL images to the ``(n, 3, 224, 224)`` [-1, 1] batch the network reads."""

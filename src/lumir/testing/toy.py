@@ -8,7 +8,7 @@ from lumir.collections import Corpus, RetrievalTask
 from lumir.testing.fakes import COLORS
 from lumir.types import ImageRef, Item, Modality, Query
 
-__all__ = ["color_image", "toy_corpus", "toy_t2i_task"]
+__all__ = ["color_image", "toy_corpus", "toy_t2i_task", "toy_tasks"]
 
 
 def color_image(name: str, size: int = 32) -> Image.Image:
@@ -33,4 +33,11 @@ def toy_t2i_task() -> RetrievalTask:
     corpus = Corpus([it for it in toy_corpus() if it.modality is Modality.IMAGE])
     queries = [Query(f"q-{c}", text=c, task="toy_t2i") for c in COLORS]
     qrels = {f"q-{c}": {f"img-{c}": 1} for c in COLORS}
-    return RetrievalTask("toy/t2i", queries, corpus, qrels, Modality.TEXT, Modality.IMAGE)
+    return RetrievalTask(
+        "toy/t2i", queries, corpus, qrels, Modality.TEXT, Modality.IMAGE, meta={"spec": {"type": "toy"}}
+    )
+
+
+def toy_tasks() -> list[RetrievalTask]:
+    """The toy tasks (the ``toy`` task spec of :data:`lumir.registry.TASKS`)."""
+    return [toy_t2i_task()]
