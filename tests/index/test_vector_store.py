@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -142,19 +144,98 @@ def test_resume_after_crash_embeds_only_the_missing_shards(tmp_path: Path) -> No
     assert store.ids == clean.ids
 
 
-def test_resume_refuses_a_different_corpus_or_embedder(tmp_path: Path) -> None:
+def test_resume_discards_a_partial_build_for_another_embedder_or_shard_size(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "idx"
     with pytest.raises(RuntimeError):
         build_index(text_corpus(30), CountingEmbedder(fail_on=2), path, shard_size=10, show_progress=False)
-    with pytest.raises(IncompatibleIndexError, match=r"different corpus .*first difference at position 0"):
-        build_index(text_corpus(30, prefix="d"), CountingEmbedder(), path, shard_size=10, show_progress=False)
-    with pytest.raises(IncompatibleIndexError, match=r"embedder \{'type': 'hash', 'dim': 16\}.*delete"):
-        build_index(text_corpus(30), CountingEmbedder(dim=8), path, shard_size=10, show_progress=False)
-    with pytest.raises(IncompatibleIndexError, match="shard_size=10"):
-        build_index(text_corpus(30), CountingEmbedder(), path, shard_size=20, show_progress=False)
-    ok = CountingEmbedder()
-    build_index(text_corpus(30), ok, path, shard_size=10, show_progress=False)
-    assert ok.calls == [10, 10]
+    with caplog.at_level(logging.WARNING, logger="lumir.index.build"):
+        other = CountingEmbedder(dim=8)
+        build_index(text_corpus(30), other, path, shard_size=10, show_progress=False)
+    assert other.calls == [10, 10, 10]  # started over
+    assert re.search(r"discarding the interrupted build in .*idx\.partial.*embedder \{'type': 'hash'", caplog.text)
+    assert not (tmp_path / "idx.partial").exists()
+
+    caplog.clear()
+    with pytest.raises(RuntimeError):
+        build_index(text_corpus(30), CountingEmbedder(fail_on=2), tmp_path / "b", shard_size=10, show_progress=False)
+    with caplog.at_level(logging.WARNING, logger="lumir.index.build"):
+        bigger = CountingEmbedder()
+        build_index(text_corpus(30), bigger, tmp_path / "b", shard_size=20, show_progress=False)
+    assert bigger.calls == [20, 10] and "shard_size=10, not 20" in caplog.text
+
+
+def test_resume_of_another_corpus_reuses_only_unchanged_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "idx"
+    with pytest.raises(RuntimeError):
+        build_index(text_corpus(30), CountingEmbedder(fail_on=3), path, shard_size=10, show_progress=False)
+    with caplog.at_level(logging.WARNING, logger="lumir.index.build"):
+        other = CountingEmbedder()
+        store = build_index(text_corpus(30, prefix="d"), other, path, shard_size=10, show_progress=False)
+    assert other.calls == [10, 10, 10] and store.ids == text_corpus(30, prefix="d").ids
+    assert "corpus changed" in caplog.text
+    # one item left out (e.g. rerun with --skip-bad-images): shards before it are reused, the rest re-embedded
+    with pytest.raises(RuntimeError):
+        build_index(text_corpus(30), CountingEmbedder(fail_on=3), tmp_path / "b", shard_size=10, show_progress=False)
+    fewer = Corpus([it for it in text_corpus(30) if it.id != "c15"])
+    again = CountingEmbedder()
+    store = build_index(fewer, again, tmp_path / "b", shard_size=10, show_progress=False)
+    assert again.calls == [10, 9]
+    clean = build_index(fewer, HashEmbedder(16), tmp_path / "clean", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "vectors.npy"), np.load(tmp_path / "clean" / "vectors.npy"))
+
+
+def test_resume_re_embeds_the_shard_whose_item_changed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    corpus = text_corpus(50)
+    path = tmp_path / "idx"
+    with pytest.raises(RuntimeError):
+        build_index(corpus, CountingEmbedder(fail_on=4), path, shard_size=10, show_progress=False)
+    manifest = json.loads((tmp_path / "idx.partial" / "manifest.json").read_text())
+    assert sorted(manifest["shards"]) == ["0", "1", "2"] and manifest["shard_size"] == 10
+    edited = Corpus([Item(it.id, text="an edited text") if it.id == "c14" else it for it in corpus])
+    resumed = CountingEmbedder()
+    with caplog.at_level(logging.INFO):
+        store = build_index(edited, resumed, path, shard_size=10, show_progress=False)
+    assert resumed.calls == [10, 10, 10]  # shard 1 (changed), shards 3 and 4 (missing); shards 0 and 2 reused
+    assert "resuming the build in" in caplog.text and "20 of 50 items already embedded" in caplog.text
+    assert re.search(r"1 shard\(s\) .* changed since they were embedded \(first: shard 1, items 'c10' to", caplog.text)
+    vectors = np.load(path / "vectors.npy")
+    fresh = HashEmbedder(16).embed([Item("c14", text="an edited text")], role=Role.CANDIDATE).numpy()
+    np.testing.assert_array_equal(vectors[store.ids.index("c14")], fresh[0])
+    clean = build_index(edited, HashEmbedder(16), tmp_path / "clean", shard_size=10, show_progress=False)
+    np.testing.assert_array_equal(vectors, np.load(tmp_path / "clean" / "vectors.npy"))
+
+
+def test_resume_checks_image_files_and_survives_a_damaged_shard(tmp_path: Path) -> None:
+    (tmp_path / "img").mkdir()
+    for i in range(6):
+        color_image("red").save(tmp_path / "img" / f"{i}.png")
+    corpus = Corpus([Item(f"i{i}", image=ImageRef(tmp_path / "img" / f"{i}.png")) for i in range(6)])
+    with pytest.raises(RuntimeError):  # shards [i0, i1] and [i2, i3] finished
+        build_index(corpus, CountingEmbedder(fail_on=3), tmp_path / "a", shard_size=2, show_progress=False)
+    color_image("green", size=40).save(tmp_path / "img" / "3.png")  # the photo of i3 replaced in place
+    resumed = CountingEmbedder()
+    build_index(corpus, resumed, tmp_path / "a", shard_size=2, show_progress=False)
+    assert resumed.calls == [2, 2]  # shard 1 (its image changed) and shard 2 (missing); shard 0 reused
+    clean = build_index(corpus, HashEmbedder(16), tmp_path / "clean", shard_size=2, show_progress=False)
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "vectors.npy"), np.asarray(clean.index.vectors))
+
+    with pytest.raises(RuntimeError):
+        build_index(corpus, CountingEmbedder(fail_on=3), tmp_path / "b", shard_size=2, show_progress=False)
+    (tmp_path / "b.partial" / "shard-00000.npy").write_bytes(b"\x93NUMPY")  # a damaged shard file
+    resumed = CountingEmbedder()
+    build_index(corpus, resumed, tmp_path / "b", shard_size=2, show_progress=False)
+    assert resumed.calls == [2, 2]  # shard 0 (damaged) and shard 2 (missing)
+
+
+def test_a_folder_lumir_did_not_write_is_never_deleted(tmp_path: Path) -> None:
+    partial = tmp_path / "idx.partial"
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"idx\.partial exists and holds files"):
+        build_index(text_corpus(5), HashEmbedder(16), tmp_path / "idx", show_progress=False)
+    assert (partial / "notes.txt").read_text() == "mine"
 
 
 def test_overwrite_is_refused_by_default_and_atomic(color_corpus: Corpus, tmp_path: Path) -> None:

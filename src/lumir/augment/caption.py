@@ -199,28 +199,31 @@ class _Augmenter:
         return out
 
     def run(self, items: Iterable[Item], output: str | Path, *, progress: bool = True) -> dict[str, int]:
-        """Every (item, model) record not yet in ``output`` (jsonl), appended per batch; returns counts."""
+        """Every (item, model) record not yet in ``output`` (jsonl), appended per batch; returns counts.
+
+        Raises:
+            OutputLockedError: another job is writing ``output`` (its ``<output>.lock`` is held); nothing is written.
+        """
+        from lumir.io.lock import output_lock
         from lumir.progress import progress as progress_bar
 
         path = Path(output)
-        done = _read_done(path)
         items = list(items)
         counts = {"done": 0, "skipped": 0, "cut": 0, "incomplete": 0}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
+        with output_lock(path), path.open("a", encoding="utf-8") as fh:
+            done = _read_done(path)  # read under the lock: another job's records are all there
             for name in self.models:
                 todo = [it for it in items if (it.id, name) not in done]
                 counts["skipped"] += len(items) - len(todo)
-                bar = progress_bar(total=len(todo), desc=f"{self.kind} ({name})", unit="item", enabled=progress)
-                for start in range(0, len(todo), self.batch_size):
-                    for rec in self.records(todo[start : start + self.batch_size], name):
-                        fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                        counts["done"] += 1
-                        counts["cut"] += int(rec["cut"])
-                        counts["incomplete"] += int(not rec["complete"])
-                    fh.flush()
-                    bar.update(len(todo[start : start + self.batch_size]))
-                bar.close()
+                with progress_bar(total=len(todo), desc=f"{self.kind} ({name})", unit="item", enabled=progress) as bar:
+                    for start in range(0, len(todo), self.batch_size):
+                        for rec in self.records(todo[start : start + self.batch_size], name):
+                            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                            counts["done"] += 1
+                            counts["cut"] += int(rec["cut"])
+                            counts["incomplete"] += int(not rec["complete"])
+                        fh.flush()
+                        bar.update(len(todo[start : start + self.batch_size]))
         return counts
 
 

@@ -273,6 +273,19 @@ class ActionKnowledge:
         return json.dumps(data, ensure_ascii=False)
 
 
+def _read_seen(path: Path) -> set[str]:
+    """Caption ids already in a knowledge jsonl."""
+    seen: set[str] = set()
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            seen.add(json.loads(line)["id"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataFormatError(f"not a knowledge line ({err}); move the file away", path=path, line=n) from err
+    return seen
+
+
 class KnowledgeExtractor:
     """Q1 -> triplets -> Q2 -> states, with format checks and bounded retries.
 
@@ -381,34 +394,25 @@ class KnowledgeExtractor:
         """Extract knowledge for every caption not yet in ``output`` (jsonl, appended per batch; resumable).
 
         Returns counts: ``done`` (this run), ``skipped`` (already in the file), ``valid`` (this run).
+
+        Raises:
+            OutputLockedError: another job is writing ``output`` (its ``<output>.lock`` is held); nothing is written.
         """
+        from lumir.io.lock import output_lock
         from lumir.progress import progress as progress_bar
 
         path = Path(output)
-        seen = set()
-        if path.is_file():
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    seen.add(json.loads(line)["id"])
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise DataFormatError(
-                        f"not a knowledge line ({err}); move the file away", path=path, line=n
-                    ) from err
         all_items = list(items)
-        todo = [(i, c) for i, c in all_items if i not in seen]
-        skipped = len(all_items) - len(todo)
-        counts = {"done": 0, "skipped": skipped, "valid": 0}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        bar = progress_bar(total=len(todo), desc="action knowledge", unit="caption", enabled=progress)
-        with path.open("a", encoding="utf-8") as fh:
-            for start in range(0, len(todo), batch_size):
-                for k in self.extract(todo[start : start + batch_size]):
-                    fh.write(k.to_json() + "\n")
-                    counts["done"] += 1
-                    counts["valid"] += int(k.valid)
-                fh.flush()
-                bar.update(min(batch_size, len(todo) - start))
-        bar.close()
+        with output_lock(path), path.open("a", encoding="utf-8") as fh:
+            seen = _read_seen(path)  # read under the lock: another job's lines are all there
+            todo = [(i, c) for i, c in all_items if i not in seen]
+            counts = {"done": 0, "skipped": len(all_items) - len(todo), "valid": 0}
+            with progress_bar(total=len(todo), desc="action knowledge", unit="caption", enabled=progress) as bar:
+                for start in range(0, len(todo), batch_size):
+                    for k in self.extract(todo[start : start + batch_size]):
+                        fh.write(k.to_json() + "\n")
+                        counts["done"] += 1
+                        counts["valid"] += int(k.valid)
+                    fh.flush()
+                    bar.update(min(batch_size, len(todo) - start))
         return counts

@@ -1,9 +1,10 @@
 """build_index: embed a corpus into a self-describing index directory, resumably and atomically.
 
 Resumable: finished shards live under ``<path>.partial/`` with a manifest (embedder spec, shard size, a digest of the
-corpus ids and one content digest per finished shard), so an interrupted build picks up where it stopped: shards
-whose items are unchanged are reused, shards whose items changed are embedded again, and a partial build made for
-another corpus, embedder or shard size is discarded (with a warning) and the build starts over. Atomic: the
+corpus ids and one content digest per finished shard), so an interrupted build picks up where it stopped: a shard
+is reused only when the items at its positions are unchanged (ids, text, image file), any other is embedded again,
+and a partial build made with another embedder or shard size is discarded (with a warning) and the build starts
+over. Atomic: the
 directory is written to a hidden sibling and renamed into place. This follows pyserini's and clip-retrieval's
 inspectable, restartable corpus-side jobs.
 """
@@ -100,8 +101,6 @@ def _mismatches(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     problems = []
     if old.get("embedder") != new["embedder"] or old.get("dim") != new["dim"]:
         problems.append(f"it was started with embedder {old.get('embedder')}, not {new['embedder']}")
-    if old.get("count") != new["count"] or old.get("ids_sha256") != new["ids_sha256"]:
-        problems.append(f"it was started for a different corpus ({old.get('count')} items, now {new['count']})")
     if old.get("shard_size") != new["shard_size"]:
         problems.append(f"it used shard_size={old.get('shard_size')}, not {new['shard_size']}")
     if not isinstance(old.get("shards"), dict):
@@ -127,10 +126,11 @@ def _read_manifest(file: Path) -> dict[str, Any] | None:
 
 
 def _open_partial(partial: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest to continue with: the previous run's (same corpus, embedder and shard size), else a fresh one.
+    """The manifest to continue with: the previous run's shard digests (same embedder and shard size), else none.
 
     A previous partial build that does not match is deleted with a warning; a folder holding anything lumir does
-    not write there is never deleted (FileExistsError).
+    not write there is never deleted (FileExistsError). When the corpus changed, a warning says so: only shards
+    whose items are unchanged will be reused.
     """
     file = partial / "manifest.json"
     foreign = FileExistsError(
@@ -141,6 +141,15 @@ def _open_partial(partial: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         old = _read_manifest(file)
         problems = ["its manifest is missing or unreadable"] if old is None else _mismatches(old, manifest)
         if old is not None and not problems:
+            if old.get("ids_sha256") != manifest["ids_sha256"]:
+                logger.warning(
+                    "the corpus changed since the interrupted build in %s was started (%s items then, %d now): only "
+                    "shards whose items are unchanged are reused",
+                    partial,
+                    old.get("count"),
+                    manifest["count"],
+                )
+                manifest = {**manifest, "corpus_changed": True}
             return {**manifest, "shards": dict(old["shards"])}
         if not _is_partial_folder(partial):
             raise foreign
@@ -179,6 +188,7 @@ def _embed_shards(
     """Embed the corpus shard by shard into ``partial``, reusing finished shards whose content is unchanged."""
     n_shards = math.ceil(len(corpus) / shard_size)
     recorded: dict[str, str] = manifest["shards"]
+    corpus_changed = manifest.pop("corpus_changed", False)  # already reported by _open_partial
     shards: list[np.ndarray | None] = [None] * n_shards
     changed: list[int] = []
     for i in range(n_shards):
@@ -193,7 +203,7 @@ def _embed_shards(
     done = sum(len(a) for a in shards if a is not None)
     if done:
         progress_log.info("resuming the build in %s: %d of %d items already embedded", partial, done, len(corpus))
-    if changed:
+    if changed and not corpus_changed:
         first = corpus[changed[0] * shard_size : (changed[0] + 1) * shard_size]
         logger.warning(
             "%d shard(s) of the interrupted build in %s (%d items) changed since they were embedded (first: shard %d, "
