@@ -180,3 +180,34 @@ def test_eval_mbeir_uses_the_tasks_instruction_table(mbeir_root: Path, tmp_path:
         ],
     )
     assert res.exit_code == 0 and "instructions" not in json.loads(out.read_text())["config"]["embedder"]
+
+
+def test_stage_specs_and_pipeline_files(color_jsonl: Path, tmp_path: Path) -> None:
+    out = tmp_path / "idx"
+    _index(color_jsonl, out)
+    res = runner.invoke(app, ["search", str(out), "--text", "red", "--rerank", "best"])
+    assert res.exit_code == 2 and "unknown reranker 'best'; known: listwise" in res.output
+    res = runner.invoke(
+        app, ["search", str(out), "--text", "red", "-k", "2", "--json", "--rewrite", "template:{text} thing"]
+    )
+    assert res.exit_code == 0, res.output
+    row = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("{")))
+    assert row["rewritten"] == "red thing" and row["hits"][0]["id"] in {"txt-red", "img-red"}
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text("embedder: color\nk: 10\nrewriter: 'template:{text} thing'\n")
+    res = runner.invoke(app, ["eval", "toy", "--pipeline", str(pipeline), "-o", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["tasks"]["toy/t2i"]["rewrites"]["q-red"] == "red thing"
+    assert result["config"]["pipeline"]["rewriter"] == "template:{text} thing"
+    pipeline.write_text("embeder: color\n")
+    res = runner.invoke(app, ["eval", "toy", "--pipeline", str(pipeline)])
+    assert res.exit_code == 2 and "p.yaml: unknown pipeline key(s) ['embeder']" in res.output
+
+
+def test_list_shows_registered_names() -> None:
+    res = runner.invoke(app, ["list", "reranker"])
+    assert res.exit_code == 0 and "true-false" in res.output and "mmembed" in res.output
+    assert "minilm" in runner.invoke(app, ["list"]).output
+    assert runner.invoke(app, ["list", "widget"]).exit_code == 2
+    assert "mini (lumir-mini" in runner.invoke(app, ["index", "--help"]).output.replace("\n", " ")

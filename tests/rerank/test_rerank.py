@@ -256,3 +256,35 @@ def test_load_reranker_names() -> None:
     assert isinstance(load_reranker("lamra-listwise", chat), ListwiseReranker)
     with pytest.raises(KeyError, match="known"):
         load_reranker("nope", chat)
+
+
+def test_rerankers_own_their_budget_and_fusion_defaults() -> None:
+    chat = ScriptedChatModel()
+    # a config that sets only the normalisation keeps each reranker's paper default for alpha
+    tf = TrueFalseReranker(chat, fusion=FusionConfig(normalize="minmax"))
+    assert tf.fusion.alpha == 0.0 and tf.fusion.normalize == "minmax" and tf.k == 10
+    assert YesNoReranker(chat, normalize="minmax").fusion.alpha == 0.5
+    assert ListwiseReranker(chat).k == 5 and ListwiseReranker(chat, k=7, alpha=0.2).fusion.alpha == 0.2
+    with pytest.raises(ValueError, match="not both"):
+        YesNoReranker(chat, alpha=0.3, fusion=FusionConfig(alpha=0.1))
+    with pytest.raises(ValueError, match="budget k must be >= 1"):
+        YesNoReranker(chat, k=0)
+
+
+def test_reranker_specs_rebuild_the_same_reranker() -> None:
+    from lumir.registry import build
+
+    reranker = load_reranker("listwise:window=3,k=6,alpha=0.25,normalize=minmax", {"type": "scripted"})
+    spec = reranker.spec()
+    assert spec["llm"]["type"] == "scripted" and spec["k"] == 6 and spec["window"] == 3 and spec["alpha"] == 0.25
+    assert build("reranker", spec).spec() == spec
+
+
+def test_rank_scores_a_plain_candidate_list_like_a_cross_encoder() -> None:
+    judge = pointwise_judge("YES", "NO")
+    ranked = YesNoReranker(ScriptedChatModel(score_fn=judge)).rank(
+        "blue", ["a red thing", "a blue thing", "a green thing"], return_documents=True, top_k=2
+    )
+    assert ranked[0]["corpus_id"] == 1 and len(ranked) == 2
+    assert ranked[0]["text"] == "a blue thing" and ranked[0]["score"] > ranked[1]["score"]
+    assert YesNoReranker(ScriptedChatModel()).rank("x", []) == []
