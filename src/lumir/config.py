@@ -19,6 +19,7 @@ __all__ = [
     "current_umask",
     "lumir_version",
     "read_json",
+    "read_yaml_mapping",
     "versions",
     "write_json",
 ]
@@ -111,4 +112,33 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise DataFormatError(f"invalid JSON: {err.msg}", path=path, line=err.lineno) from err
     if not isinstance(data, dict):
         raise DataFormatError("expected a JSON object", path=path)
+    return data
+
+
+def read_yaml_mapping(path: str | Path, *, what: str) -> dict[str, Any]:
+    """Read a YAML (or JSON) file holding a mapping, naming the file (and line) in any error.
+
+    Args:
+        path: the file.
+        what: what the file is, for messages (``"recipe"``, ``"pipeline file"``).
+
+    Raises:
+        FileNotFoundError: no such file.
+        DataFormatError: invalid YAML, or not a mapping.
+    """
+    import yaml
+
+    from lumir.errors import DataFormatError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = None if mark is None else mark.line + 1
+        raise DataFormatError(f"invalid YAML: {err}", path=path, line=line) from err
+    if not isinstance(data, dict):
+        raise DataFormatError(f"a {what} holds a YAML mapping, got {type(data).__name__}", path=path)
     return data

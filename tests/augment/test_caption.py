@@ -248,3 +248,17 @@ def test_cli_caps_per_model_tokenizer_paper_cap_decoding_and_rule(tmp_path: Path
     for bad in (["--budget", "mean"], ["--decoding", "nope=otter"], ["--decoding", "beam"]):
         res = CliRunner().invoke(app, ["augment", "captions", str(folder), "-o", str(caps), "--llm", vlm, *bad])
         assert res.exit_code == 2, (bad, res.output)
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    from lumir.errors import OutputLockedError
+    from lumir.io.lock import output_lock
+
+    raw = [Item("a.jpg#0", text="A dog runs on the grass .")]
+    model = ScriptedChatModel(default_reply="A dog is running on grass.")
+    paraphraser = CaptionParaphraser({"para": model}, max_new_tokens=8)
+    out = tmp_path / "caps.jsonl"
+    with output_lock(out), pytest.raises(OutputLockedError, match=r"caps\.jsonl is being written by another job"):
+        paraphraser.run(raw, out, progress=False)
+    assert model.calls == 0 and not out.exists()
+    assert paraphraser.run(raw, out, progress=False)["done"] == 1

@@ -164,3 +164,15 @@ def test_cli_augment_knowledge_resumes(tmp_path: Path) -> None:
     assert again.exit_code == 0 and "0 captions" in again.output and "1 already there" in again.output
     bad = CliRunner().invoke(app, ["augment", "knowledge", str(tmp_path / "nope.jsonl"), "-o", str(out)])
     assert bad.exit_code == 2 and "error" in bad.output
+
+
+def test_a_second_job_on_the_same_output_is_refused(tmp_path: Path) -> None:
+    from lumir.errors import OutputLockedError
+    from lumir.io.lock import output_lock
+
+    out = tmp_path / "k.jsonl"
+    model = ByAttempt(bad_attempts=0)
+    with output_lock(out), pytest.raises(OutputLockedError, match=r"k\.jsonl is being written by another job"):
+        KnowledgeExtractor(model).run([("c1", CAPTION)], out, progress=False)
+    assert not out.exists() and model.calls == 0
+    assert KnowledgeExtractor(model).run([("c1", CAPTION)], out, progress=False)["done"] == 1

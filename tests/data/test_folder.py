@@ -65,3 +65,40 @@ def test_errors(tmp_path: Path) -> None:
         load_image_folder(tmp_path / "empty")
     with pytest.raises(ValueError, match="captions must be 'meta' or 'item'"):
         load_image_folder(tmp_path, captions="text")  # type: ignore[arg-type]
+
+
+def test_symlinked_folders_and_files_are_followed(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "trip").mkdir(parents=True)
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(elsewhere / "trip" / "beach.png")
+    Image.new("RGB", (4, 4), (4, 5, 6)).save(elsewhere / "single.png")
+    root = tmp_path / "photos"
+    root.mkdir()
+    Image.new("RGB", (4, 4)).save(root / "home.png")
+    (root / "holiday").symlink_to(elsewhere / "trip", target_is_directory=True)
+    (root / "one.png").symlink_to(elsewhere / "single.png")
+    items = load_image_folder(root)
+    assert [it.id for it in items] == ["holiday/beach.png", "home.png", "one.png"]
+    assert items[0].image is not None and items[0].image.load().getpixel((0, 0)) == (1, 2, 3)
+    assert [it.id for it in load_image_folder(root, recursive=False)] == ["home.png", "one.png"]
+    assert len(recwarn) == 0
+
+
+def test_symlink_loops_and_broken_links_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "a").mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(root / "a" / "x.png")
+    (root / "a" / "loop").symlink_to(root, target_is_directory=True)  # back to the top: a loop
+    (root / "again").symlink_to(root / "a", target_is_directory=True)  # a second way into a/
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    Image.new("RGB", (4, 4)).save(outside / "y.png")
+    (outside / "self").symlink_to(outside, target_is_directory=True)  # a loop outside the root
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    (root / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.warns(UserWarning) as record:
+        items = load_image_folder(root)
+    assert [it.id for it in items] == ["a/x.png", "out/y.png"]
+    text = " ".join(str(w.message) for w in record)
+    assert "skipped 3 linked folder(s) that lead to a folder already loaded or to a loop" in text
+    assert "'a/loop -> " in text and "skipped 1 broken link(s) (first: ['gone.png'])" in text

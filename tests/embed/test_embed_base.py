@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,27 @@ def test_instructed_image_query_needs_image_text_support(minilm_embedder: TextEm
     q = Query("q", text="what?", instruction="Retrieve passages")
     out = minilm_embedder.embed([q], role=Role.QUERY)
     assert out.shape == (1, 384)
+
+
+def test_over_long_texts_are_truncated_with_one_warning_per_call(
+    minilm_embedder: TextEmbedder, tiny_clip: tuple[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    long = " ".join(WORDS * 30)  # 420 words: more than MiniLM's 256 tokens
+    items = [Item("short", text="a red square"), Item("long", text=long), Item("longer", text=long + " " + long)]
+    with caplog.at_level(logging.WARNING, logger="lumir.embed.base"):
+        minilm_embedder.embed(items, role=Role.CANDIDATE, batch_size=1)
+    [record] = caplog.records  # one warning for the call, not one per batch
+    assert record.getMessage().startswith(
+        "2 of 3 texts are longer than 256 tokens and were truncated (first: item 'long', 422 tokens)"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lumir.embed.base"):
+        minilm_embedder.embed(items[:1], role=Role.QUERY)
+        clip = ClipEmbedder(tiny_clip)
+        pair = Item("it", text=" ".join(WORDS * 2), image=Image.new("RGB", (8, 8)))
+        clip.embed([Item("t", text="a red square"), pair], role=Role.CANDIDATE)
+    [record] = caplog.records  # the short query said nothing; the tiny CLIP cuts at its 16 text positions
+    assert clip.text_token_limit() == 16
+    assert record.getMessage().startswith(
+        "1 of 2 texts are longer than 16 tokens and were truncated (first: item 'it', 30"
+    )

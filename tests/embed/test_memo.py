@@ -47,7 +47,6 @@ def test_a_query_shares_a_candidate_vector_only_without_an_instruction(minilm_di
 
 def test_paired_flickr8k_tasks_embed_each_photo_and_caption_once(tmp_path: Path) -> None:
     from flickr8k_files import write_tiny_flickr8k
-
     from lumir.testing.tiny import save_tiny_clip
 
     root = write_tiny_flickr8k(tmp_path, crops_per_photo=2)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from lumir.embed import load_embedder
 from lumir.embed.mini import MiniEmbedder, imagenet_class_vectors, shipped_mini_path
-from lumir.models.conse import OpenVocabConfig, conse_vectors, mean_probabilities
+from lumir.models.conse import OpenVocabConfig, center_vectors, conse_vectors, mean_probabilities
 from lumir.models.pooling import l2_normalize
 from lumir.types import ImageRef, Item
 
@@ -69,7 +69,7 @@ def test_shipped_model_is_registered_and_its_spec_round_trips(mini: MiniEmbedder
 def test_heads_from_a_folder_are_heads_only_unless_asked(mini: MiniEmbedder) -> None:
     folder = load_embedder(f"mini:{shipped_mini_path()}")
     assert folder.spec() == {"type": "mini", "path": str(shipped_mini_path()), "open_vocab": False, "dtype": "float32"}
-    custom = {"weight": 0.3, "top": 3, "templates": ["a photo of a {}."]}
+    custom = {"weight": 0.3, "top": 3, "templates": ["a photo of a {}."], "center": True}
     on = load_embedder({"type": "mini", "path": str(shipped_mini_path()), "open_vocab": custom})
     assert on.spec()["open_vocab"] == custom and on.dim == 640
     assert load_embedder(on.spec()).spec() == on.spec()
@@ -117,21 +117,21 @@ def test_open_vocab_vectors_follow_the_documented_rules(
     with torch.no_grad():
         pixels = mini.images.pixels([p.image.load() for p in photos])  # type: ignore[union-attr]
         logits = [mini.images.class_logits(mini.images.from_pixels(pixels, mirror=m)) for m in (False, True)]
-    conse = conse_vectors(mean_probabilities(*logits), mini.class_vectors(), cfg.top)
+    mean = mini.class_vectors().mean(dim=0) if cfg.center else None  # centring on the mean class-name embedding
+    conse = center_vectors(conse_vectors(mean_probabilities(*logits), mini.class_vectors(), cfg.top), mean)
+    sentence = center_vectors(mini.text_model.encode(["a cat"]), mean)
     torch.testing.assert_close(img[:, HEADS_DIM:], ow * conse, rtol=1e-5, atol=1e-6)
-    # text: heads part as before, open-vocabulary part = MiniLM's own sentence embedding
+    # text: heads part as before, open-vocabulary part = MiniLM's own sentence embedding (centred when asked)
     txt = mini.embed([Item("t", text="a cat")], role="query")
     txt_off = mini_off.embed([Item("t", text="a cat")], role="query")
     torch.testing.assert_close(txt[:, :HEADS_DIM], hw * txt_off, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(txt[:, HEADS_DIM:], ow * mini.text_model.encode(["a cat"]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(txt[:, HEADS_DIM:], ow * sentence, rtol=1e-5, atol=1e-6)
     # scores are w * heads cosine + (1 - w) * ConSE cosine
-    torch.testing.assert_close(
-        txt @ img.T, cfg.weight * (txt_off @ off.T) + (1 - cfg.weight) * (mini.text_model.encode(["a cat"]) @ conse.T)
-    )
+    torch.testing.assert_close(txt @ img.T, cfg.weight * (txt_off @ off.T) + (1 - cfg.weight) * (sentence @ conse.T))
     # composed: each part is the normalised sum of the photo's and the text's parts
     composed = mini.embed([Item("c", text="a cat", image=photos[0].image)], role="query")
     heads = F.normalize(off[:1] + txt_off, dim=-1)
-    ov = F.normalize(conse[:1] + mini.text_model.encode(["a cat"]), dim=-1)
+    ov = F.normalize(conse[:1] + sentence, dim=-1)
     torch.testing.assert_close(composed, torch.cat([hw * heads, ow * ov], dim=1), rtol=1e-4, atol=1e-5)
     # class-name embeddings are computed once per process and shared
     assert imagenet_class_vectors(cfg.templates) is mini.class_vectors()

@@ -161,3 +161,18 @@ def test_save_load_and_copy(tmp_path: Path) -> None:
     assert len(clone) == 4010 and len(loaded) == 4000
     with pytest.raises(FileNotFoundError):
         FaissIndex.load(tmp_path / "missing.index")
+
+
+def test_a_truncated_or_foreign_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    from lumir.errors import IncompatibleIndexError
+
+    index = FaissIndex(8, "Flat")
+    index.add(np.eye(8, dtype=np.float32))
+    path = tmp_path / "faiss.index"
+    index.save(path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IncompatibleIndexError, match=r"faiss\.index is not a readable faiss index \(truncated"):
+        FaissIndex.load(path)
+    path.write_text("hello")
+    with pytest.raises(IncompatibleIndexError, match=r"faiss\.index .*rebuild the index"):
+        FaissIndex.load(path)

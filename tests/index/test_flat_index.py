@@ -147,3 +147,16 @@ def test_read_only_arrays_are_accepted_without_warnings(recwarn: pytest.Warnings
     _, positions = index.search(x[:3], 1)
     assert len(recwarn) == 0
     np.testing.assert_array_equal(positions[:, 0], np.argmax(x[:3] @ x.T, axis=1))
+
+
+def test_a_truncated_vectors_file_is_an_error_naming_it(tmp_path: Path) -> None:
+    from lumir.errors import IncompatibleIndexError
+
+    index = FlatIndex(4)
+    index.add(np.eye(4, dtype=np.float32))
+    index.save(tmp_path / "vectors.npy")
+    data = (tmp_path / "vectors.npy").read_bytes()
+    for cut in (len(data) - 5, 20):  # data cut short; header cut short
+        (tmp_path / "vectors.npy").write_bytes(data[:cut])
+        with pytest.raises(IncompatibleIndexError, match=r"vectors\.npy is truncated or not a \.npy array"):
+            FlatIndex.load(tmp_path / "vectors.npy")

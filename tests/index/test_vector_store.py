@@ -166,7 +166,9 @@ def test_resume_discards_a_partial_build_for_another_embedder_or_shard_size(
     assert bigger.calls == [20, 10] and "shard_size=10, not 20" in caplog.text
 
 
-def test_resume_of_another_corpus_reuses_only_unchanged_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_resume_of_another_corpus_reuses_only_unchanged_shards(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     path = tmp_path / "idx"
     with pytest.raises(RuntimeError):
         build_index(text_corpus(30), CountingEmbedder(fail_on=3), path, shard_size=10, show_progress=False)
@@ -183,7 +185,8 @@ def test_resume_of_another_corpus_reuses_only_unchanged_shards(tmp_path: Path, c
     store = build_index(fewer, again, tmp_path / "b", shard_size=10, show_progress=False)
     assert again.calls == [10, 9]
     clean = build_index(fewer, HashEmbedder(16), tmp_path / "clean", shard_size=10, show_progress=False)
-    np.testing.assert_array_equal(np.load(tmp_path / "b" / "vectors.npy"), np.load(tmp_path / "clean" / "vectors.npy"))
+    np.testing.assert_array_equal(np.load(tmp_path / "b" / "vectors.npy"), np.asarray(clean.index.vectors))
+    assert store.ids == clean.ids
 
 
 def test_resume_re_embeds_the_shard_whose_item_changed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -204,7 +207,7 @@ def test_resume_re_embeds_the_shard_whose_item_changed(tmp_path: Path, caplog: p
     fresh = HashEmbedder(16).embed([Item("c14", text="an edited text")], role=Role.CANDIDATE).numpy()
     np.testing.assert_array_equal(vectors[store.ids.index("c14")], fresh[0])
     clean = build_index(edited, HashEmbedder(16), tmp_path / "clean", shard_size=10, show_progress=False)
-    np.testing.assert_array_equal(vectors, np.load(tmp_path / "clean" / "vectors.npy"))
+    np.testing.assert_array_equal(vectors, np.asarray(clean.index.vectors))
 
 
 def test_resume_checks_image_files_and_survives_a_damaged_shard(tmp_path: Path) -> None:
@@ -349,3 +352,44 @@ def test_describe_summarises_the_directory(color_corpus: Corpus, tmp_path: Path)
     assert set(info["files"]) == {"ids.json", "items.jsonl", "lumir.json", "vectors.npy"}
     assert info["size_bytes"] == sum(p.stat().st_size for p in (tmp_path / "idx").iterdir())
     assert isinstance(store, VectorStore) and isinstance(store.index, FlatIndex)
+
+
+def test_damaged_files_are_errors_naming_them(tmp_path: Path) -> None:
+    from lumir.errors import DataFormatError
+
+    path = tmp_path / "idx"
+    build_index(text_corpus(10), HashEmbedder(16), path, show_progress=False)
+    ids = (path / "ids.json").read_text()
+    (path / "ids.json").write_text(ids[: len(ids) // 2])
+    with pytest.raises(IncompatibleIndexError, match=r"ids\.json is truncated or not JSON"):
+        open_index(path)
+    (path / "ids.json").write_text(ids)
+    items = (path / "items.jsonl").read_text()
+    (path / "items.jsonl").write_text(items[:-9])  # the last line cut mid-way
+    store = open_index(path)  # items.jsonl is read lazily ...
+    with pytest.raises(DataFormatError, match=r"items\.jsonl, line 10: "):
+        store.describe()  # ... but `lumir info` reads it: a damaged directory is not reported healthy
+    (path / "items.jsonl").write_text("".join(items.splitlines(keepends=True)[:9]))  # one whole line missing
+    with pytest.raises(IncompatibleIndexError, match=r"items\.jsonl holds 9 items whose ids differ from ids\.json"):
+        open_index(path).describe()
+
+
+def test_an_ivf_with_more_lists_than_items_is_refused_before_embedding(tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    embedder = CountingEmbedder()
+    with pytest.raises(ValueError, match=r"'IVF64,Flat' has 64 inverted lists but the corpus has only 30 items"):
+        build_index(text_corpus(30), embedder, tmp_path / "idx", backend="faiss", factory="IVF64,Flat")
+    assert embedder.calls == [] and not (tmp_path / "idx.partial").exists()
+
+
+def test_a_second_build_of_the_same_path_refuses_while_one_runs(tmp_path: Path) -> None:
+    from lumir.errors import OutputLockedError
+    from lumir.io.lock import output_lock
+
+    path = tmp_path / "idx"
+    embedder = CountingEmbedder()
+    with output_lock(tmp_path / "idx.partial"), pytest.raises(OutputLockedError, match=r"idx\.partial is being"):
+        build_index(text_corpus(5), embedder, path, show_progress=False)
+    assert embedder.calls == [] and not path.exists()
+    build_index(text_corpus(5), embedder, path, show_progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no partial folder or lock file left

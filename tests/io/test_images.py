@@ -87,3 +87,41 @@ def test_thumbnail_does_not_modify_an_in_memory_image() -> None:
     original = Image.new("RGB", (300, 300), (0, 0, 255))
     thumbnail_data_uri(ImageRef(original), size=10)
     assert original.size == (300, 300)
+
+
+def _bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
+    """A 1x1 PNG whose header claims ``width`` x ``height``: opening it trips Pillow's decompression-bomb check."""
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # the IHDR chunk's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_decompression_bomb_is_an_image_load_error(tmp_path: Path) -> None:
+    bomb = _bomb(tmp_path / "huge.png")
+    with pytest.raises(Image.DecompressionBombError):  # what Pillow alone does (lumir must not leak it)
+        Image.open(bomb)
+    with pytest.raises(ImageLoadError, match=r"huge\.png is too large to decode safely .*MAX_IMAGE_PIXELS"):
+        ImageRef(bomb).load()
+    with pytest.raises(ImageLoadError, match=r"item 'big': image .*huge\.png is too large"):
+        load_image(ImageRef(bomb), "big")
+    with pytest.raises(ImageLoadError, match="too large"):
+        ImageRef(bomb.read_bytes()).load()  # encoded bytes in memory too
+    ok = _png(tmp_path / "ok.png")
+    bad = find_bad_images([Item("ok", image=ImageRef(ok)), Item("big", image=ImageRef(bomb))], progress=False)
+    assert [item_id for item_id, _ in bad] == ["big"] and "too large" in bad[0][1]
+
+
+def test_the_pixel_limit_is_pillows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    img = _png(tmp_path / "a.png", size=(30, 30))  # 900 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 400)  # over 2x the limit: refused
+    with pytest.raises(ImageLoadError, match="too large"):
+        ImageRef(img).load()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    assert ImageRef(img).load().size == (30, 30)

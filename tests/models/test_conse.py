@@ -11,6 +11,7 @@ import torch
 from lumir.errors import DataFormatError
 from lumir.models.conse import (
     OpenVocabConfig,
+    center_vectors,
     class_prompts,
     class_vectors,
     conse_vectors,
@@ -92,10 +93,11 @@ def test_open_vocab_settings_parse_and_round_trip() -> None:
     assert OpenVocabConfig.parse(True) == OpenVocabConfig.parse(1) == default
     assert OpenVocabConfig.parse(False) is None and OpenVocabConfig.parse(0) is None
     assert OpenVocabConfig.parse(None) is None
-    custom = OpenVocabConfig.parse({"weight": 0.25, "top": 3, "templates": "a photo of a {}."})
-    assert custom == OpenVocabConfig(0.25, 3, ("a photo of a {}.",))
+    custom = OpenVocabConfig.parse({"weight": 0.25, "top": 3, "templates": "a photo of a {}.", "center": True})
+    assert custom == OpenVocabConfig(0.25, 3, ("a photo of a {}.",), center=True)
+    assert custom.to_dict() == {"weight": 0.25, "top": 3, "templates": ["a photo of a {}."], "center": True}
     assert custom is not None and OpenVocabConfig.parse(custom.to_dict()) == custom
-    assert OpenVocabConfig.parse({"top": 7}) == OpenVocabConfig(default.weight, 7, default.templates)
+    assert OpenVocabConfig.parse({"top": 7}) == OpenVocabConfig(default.weight, 7, default.templates, default.center)
     with pytest.raises(ValueError, match="unknown open_vocab key"):
         OpenVocabConfig.parse({"wieght": 0.5})
     with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):
@@ -128,3 +130,12 @@ def test_class_name_table_errors(tmp_path: Path) -> None:
         read_class_names(table)
     table.write_text("index\tname\n0\tcat\n1\tdog\n")
     assert read_class_names(table) == ["cat", "dog"]
+
+
+def test_centring_removes_the_shared_direction() -> None:
+    # two vectors sharing a common component [0, 0, 1]: cosine 0.5 before centring, 0 after
+    a, b = torch.tensor([[1.0, 0.0, 1.0]]), torch.tensor([[0.0, 1.0, 1.0]])
+    mean = torch.tensor([0.0, 0.0, 1.0])
+    assert round(float(center_vectors(a, None) @ center_vectors(b, None).T), 4) == 0.5
+    assert float(center_vectors(a, mean) @ center_vectors(b, mean).T) == 0.0
+    torch.testing.assert_close(center_vectors(a, mean), torch.tensor([[1.0, 0.0, 0.0]]))

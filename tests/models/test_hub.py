@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,55 @@ def test_resolve_dtype_names_round_trip() -> None:
     assert resolve_dtype(torch.bfloat16) is torch.bfloat16
     with pytest.raises(ValueError, match="unsupported dtype"):
         resolve_dtype("int8")
+
+
+@pytest.fixture
+def hf_bars_on() -> Iterator[None]:
+    """transformers' progress bars and verbosity as a fresh process has them (the CLI turns them off globally)."""
+    from transformers.utils import logging as hf_logging
+
+    bars, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity(hf_logging.INFO)
+    yield
+    hf_logging.set_verbosity(verbosity)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+
+
+def test_lumir_loaders_print_no_loading_weights_bar(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], hf_bars_on: None
+) -> None:
+    from transformers import CLIPModel
+    from transformers.utils import logging as hf_logging
+
+    from lumir.models.chat.hf import TransformersChatModel
+    from lumir.models.clip import ClipTowers
+    from lumir.testing.tiny import save_tiny_clip, save_tiny_lm
+
+    clip, lm = save_tiny_clip(tmp_path / "clip"), save_tiny_lm(tmp_path / "lm")
+    capfd.readouterr()
+    CLIPModel.from_pretrained(str(clip), local_files_only=True)  # the control: transformers alone shows its bar
+    assert "Loading weights" in capfd.readouterr().err
+    ClipTowers.from_pretrained(clip)
+    TransformersChatModel.from_pretrained(lm)
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "\r" not in err
+    assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.INFO  # restored
+
+
+def test_quiet_loading_nests_and_restores_on_error(hf_bars_on: None) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from lumir.models.hub import quiet_loading
+
+    with pytest.raises(RuntimeError), quiet_loading():
+        with quiet_loading():
+            assert not hf_logging.is_progress_bar_enabled()
+        assert not hf_logging.is_progress_bar_enabled()  # still inside the outer one
+        assert hf_logging.get_verbosity() == hf_logging.WARNING
+        raise RuntimeError("load failed")
+    assert hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.INFO
+    hf_logging.disable_progress_bar()
+    with quiet_loading():
+        pass
+    assert not hf_logging.is_progress_bar_enabled()  # a caller's "off" stays off

@@ -27,7 +27,7 @@ def test_spec_file_round_trip_and_unknown_keys_name_the_file(tmp_path: Path) -> 
     with pytest.raises(DataFormatError, match=r"bad\.yaml: unknown pipeline key\(s\) \['embeder'\]"):
         PipelineSpec.from_file(tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- a\n")
-    with pytest.raises(DataFormatError, match="holds a mapping"):
+    with pytest.raises(DataFormatError, match="holds a YAML mapping, got list"):
         PipelineSpec.from_file(tmp_path / "list.yaml")
     with pytest.raises(DataFormatError, match="positive integer"):
         PipelineSpec.from_dict({"k": 0})

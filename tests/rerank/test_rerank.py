@@ -288,3 +288,19 @@ def test_rank_scores_a_plain_candidate_list_like_a_cross_encoder() -> None:
     assert ranked[0]["corpus_id"] == 1 and len(ranked) == 2
     assert ranked[0]["text"] == "a blue thing" and ranked[0]["score"] > ranked[1]["score"]
     assert YesNoReranker(ScriptedChatModel()).rank("x", []) == []
+
+
+def test_a_fully_cached_listwise_rerun_reports_no_model_calls(tmp_path: Path) -> None:
+    qs, corpus = queries(), text_corpus()
+    first = DenseRetriever.from_corpus(corpus, HashEmbedder()).retrieve(qs, k=8)
+    scripted = ScriptedChatModel(score_fn=listwise_judge)
+    cold = ListwiseReranker(CachedChatModel(scripted, tmp_path / "llm.sqlite"), window=4, k=8).rerank(
+        qs, first, corpus
+    )
+    calls = scripted.calls
+    assert calls > 0 and cold.meta["rerank"]["model_calls"] == calls
+    warm_chat = CachedChatModel(scripted, tmp_path / "llm.sqlite")
+    warm = ListwiseReranker(warm_chat, window=4, k=8).rerank(qs, first, corpus)
+    assert scripted.calls == calls and warm_chat.stats.calls == 0 and warm_chat.hits > 0
+    assert warm.meta["rerank"]["model_calls"] == 0 and warm.meta["rerank"]["prompts"] == cold.meta["rerank"]["prompts"]
+    np.testing.assert_array_equal(cold.ids, warm.ids)

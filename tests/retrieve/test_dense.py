@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -22,7 +24,7 @@ def test_text_to_image_on_the_toy_world_is_perfect() -> None:
     assert np.all(np.diff(rankings.scores, axis=1) <= 0)
 
 
-def test_auto_modality_uses_each_querys_desired_candidate_modality() -> None:
+def test_auto_modality_uses_the_desired_candidate_modality_of_each_query() -> None:
     r = DenseRetriever.from_corpus(toy_corpus(), ColorEmbedder(), candidate_modality="auto")
     qs = [
         Query("a", text="red", meta={"cand_modality": "text"}),
@@ -53,3 +55,30 @@ def test_unsupported_query_modality_is_a_clear_error() -> None:
     r = DenseRetriever.from_corpus(Corpus([Item("a", text="x")]), TextOnly(8))
     with pytest.raises(ModalityError, match="'img-q'"):
         r.retrieve([Query("img-q", image=toy_corpus()["img-red"].image)], k=1)
+
+
+def test_an_approximate_index_returning_fewer_than_k_hits_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("faiss")
+    from PIL import Image
+
+    from lumir.index import FaissIndex
+    from lumir.types import ImageRef, Role
+
+    texts = [Item(f"t{i}", text=f"text number {i}") for i in range(190)]
+    images = [Item(f"i{i}", image=ImageRef(Image.new("RGB", (2, 2), (i, 2 * i, 3 * i)))) for i in range(10)]
+    corpus = Corpus(texts + images)
+    embedder = HashEmbedder(16)
+    index = FaissIndex(16, "IVF4,Flat", nprobe=1)  # visits one list of four
+    index.add(embedder.embed(list(corpus), role=Role.CANDIDATE))
+    queries = [Query(f"q{i}", text=f"query {i}") for i in range(8)]
+    retriever = DenseRetriever(embedder, index, corpus, candidate_modality="image")
+    with caplog.at_level(logging.WARNING, logger="lumir.retrieve.dense"):
+        out = retriever.retrieve(queries, k=10)
+    short = int((out.ids == "").any(axis=1).sum())
+    assert short > 0 and out.meta["short_rankings"] == short
+    assert f"{short} of 8 queries got fewer than 10 hits from FaissIndex" in caplog.text and "nprobe" in caplog.text
+    caplog.clear()
+    index.nprobe = 4  # every list: the 10 allowed images are all found
+    with caplog.at_level(logging.WARNING, logger="lumir.retrieve.dense"):
+        full = retriever.retrieve(queries, k=10)
+    assert (full.ids != "").all() and "short_rankings" not in full.meta and caplog.text == ""

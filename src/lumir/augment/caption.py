@@ -84,7 +84,11 @@ def _read_done(path: Path) -> set[tuple[str, str]]:
 
 
 class _Augmenter:
-    """Shared loop: for each model and batch of items, generate, shear, append records."""
+    """Shared loop: for each model and batch of items, generate, shear, append records.
+
+    Options both augmenters take: ``max_new_tokens`` (T: one int, or model name -> int), ``batch_size``,
+    ``decoding``, ``shear_rule`` and ``llm_cache`` (an SQLite file put in front of models given by spec).
+    """
 
     kind = ""
 
@@ -246,23 +250,12 @@ class MultiViewCaptioner(_Augmenter):
         self,
         models: Mapping[str, ChatModel | str | Mapping[str, Any]] | Sequence[str],
         *,
-        max_new_tokens: int | Mapping[str, int],
         question: str = CAPTION_QUESTION,
-        batch_size: int = 8,
-        decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
-        shear_rule: str = DEFAULT_SHEAR_RULE,
-        llm_cache: str | Path | None = None,
+        **options: Any,
     ) -> None:
         if "<image>" not in question:
             raise ValueError("the captioning question must contain <image>")
-        super().__init__(
-            models,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            decoding=decoding,
-            shear_rule=shear_rule,
-            llm_cache=llm_cache,
-        )
+        super().__init__(models, **options)
         self.question = question
 
     def _options_spec(self) -> dict[str, Any]:
@@ -305,23 +298,12 @@ class CaptionParaphraser(_Augmenter):
         self,
         models: Mapping[str, ChatModel | str | Mapping[str, Any]] | Sequence[str],
         *,
-        max_new_tokens: int | Mapping[str, int],
         prompt: str = PARAPHRASE_PROMPT,
-        batch_size: int = 8,
-        decoding: str | Mapping[str, str | Mapping[str, Any] | None] | None = None,
-        shear_rule: str = DEFAULT_SHEAR_RULE,
-        llm_cache: str | Path | None = None,
+        **options: Any,
     ) -> None:
         if "{caption}" not in prompt:
             raise ValueError("the paraphrase prompt must contain {caption}")
-        super().__init__(
-            models,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            decoding=decoding,
-            shear_rule=shear_rule,
-            llm_cache=llm_cache,
-        )
+        super().__init__(models, **options)
         self.prompt = prompt
 
     def _options_spec(self) -> dict[str, Any]:

@@ -34,14 +34,48 @@ def _caption(path: Path) -> str | None:
     return text or None
 
 
-def _files(root: Path, recursive: bool) -> list[Path]:
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _files(root: Path, recursive: bool) -> tuple[list[Path], list[str]]:
+    """Files under ``root`` (symlinked files and folders followed) and notes on what was left out.
+
+    A symlinked folder is followed once: one that leads back inside ``root`` (its content is loaded anyway, or it
+    is a loop) or to a folder already loaded is left out; a link whose target is missing is left out.
+    """
+    notes: list[str] = []
     if not recursive:
-        return sorted(p for p in root.iterdir() if p.is_file())
+        entries = sorted(root.iterdir())
+        broken = [p.name for p in entries if p.is_symlink() and not p.exists()]
+        if broken:
+            notes.append(f"{len(broken)} broken link(s) (first: {broken[:3]})")
+        return [p for p in entries if p.is_file()], notes
+    seen = {os.path.realpath(root)}
+    loops: list[str] = []
     out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        keep = []
+        for name in sorted(dirnames):
+            link = Path(dirpath) / name
+            if link.is_symlink():
+                real = os.path.realpath(link)
+                if any(_inside(real, s) for s in seen):  # root and every folder followed so far
+                    loops.append(f"{link.relative_to(root).as_posix()} -> {real}")
+                    continue
+                seen.add(real)
+            keep.append(name)
+        dirnames[:] = keep
         out.extend(Path(dirpath) / f for f in filenames)
-    return sorted(out, key=lambda p: p.relative_to(root).as_posix())
+    broken = [p.relative_to(root).as_posix() for p in out if not p.exists()]
+    if broken:
+        notes.append(f"{len(broken)} broken link(s) (first: {broken[:3]})")
+    if loops:
+        notes.append(
+            f"{len(loops)} linked folder(s) that lead to a folder already loaded or to a loop (first: {loops[:3]})"
+        )
+    files = [p for p in out if p.exists()]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix()), notes
 
 
 def load_image_folder(
@@ -58,7 +92,9 @@ def load_image_folder(
     Returns:
         Items with id = the path relative to ``root`` with forward slashes (``"cats/tom.jpg"``). Files that are
         neither images (by extension, see :data:`lumir.io.images.IMAGE_EXTENSIONS`) nor used caption sidecars are
-        skipped with one warning that counts them.
+        skipped with one warning that counts them. Symlinked files and folders are followed (ids keep the link's
+        path); a linked folder that leads back inside ``root`` or to a folder already loaded (a loop) and a broken
+        link are skipped with a warning.
 
     Raises:
         FileNotFoundError: ``root`` is not a folder, or holds no image.
@@ -69,7 +105,7 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    files = _files(root, recursive)
+    files, notes = _files(root, recursive)
     images = [p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS]
     sidecars: set[Path] = set()
     items: list[Item] = []
@@ -90,6 +126,8 @@ def load_image_folder(
         warnings.warn(
             f"{root}: skipped {len(skipped)} file(s) that are not images (first: {names})", UserWarning, stacklevel=2
         )
+    for note in notes:
+        warnings.warn(f"{root}: skipped {note}", UserWarning, stacklevel=2)
     if not items:
         raise FileNotFoundError(f"no image files in {root} (looked for {sorted(IMAGE_EXTENSIONS)})")
     return items

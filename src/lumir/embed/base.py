@@ -153,6 +153,7 @@ class BaseEmbedder(ABC):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.check_modalities(items)
         inputs = self.prepare(items, role)
+        self.warn_truncated(inputs)
         out = torch.zeros(len(inputs), self.dim, dtype=torch.float32)  # (n, dim), a normal (non-inference) tensor
         if not inputs:
             return out
@@ -216,6 +217,43 @@ class BaseEmbedder(ABC):
                 f"image query into image+text, and supported modalities are {sorted(m.value for m in self.modalities)}"
             )
         return inputs
+
+    def text_token_limit(self) -> int | None:
+        """How many tokens (special tokens included) a text may have before the model truncates it; None when the
+        embedder does not truncate or cannot tell. Embedders that say implement :meth:`text_token_counts` too."""
+        return None
+
+    def text_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token counts (special tokens included) of texts as the model would tokenise them."""
+        raise NotImplementedError
+
+    def warn_truncated(self, inputs: Sequence[EmbedInput]) -> int:
+        """Log one warning when texts are longer than :meth:`text_token_limit` (they are cut); return how many.
+
+        Only texts that could be too long are tokenised: a token covers at least one UTF-8 byte.
+        """
+        limit = self.text_token_limit()
+        if limit is None:
+            return 0
+        texts = [(inp.item_id, inp.text) for inp in inputs if inp.text]
+        maybe = [(i, t) for i, t in texts if len(t.encode("utf-8")) + 8 > limit]
+        if not maybe:
+            return 0
+        counts = self.text_token_counts([t for _, t in maybe])
+        long = [(i, n) for (i, _), n in zip(maybe, counts, strict=True) if n > limit]
+        if long:
+            logger.warning(
+                "%d of %d texts are longer than %d tokens and were truncated (first: item %r, %d tokens); "
+                "%s sees only their first %d tokens",
+                len(long),
+                len(texts),
+                limit,
+                long[0][0],
+                long[0][1],
+                type(self).__name__,
+                limit,
+            )
+        return len(long)
 
     def input_key(self, item: Item, role: Role) -> tuple[Any, ...]:
         """What the model is fed for ``item`` in ``role`` (text after the instruction, image identity).

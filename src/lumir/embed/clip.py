@@ -102,6 +102,14 @@ class ClipEmbedder(BaseEmbedder):
             return image_features + text_features  # UniIR CLIP_SF fuse_embeddings
         return l2_normalize(image_features) + l2_normalize(text_features)
 
+    def text_token_limit(self) -> int | None:
+        """The text tower's truncation length: longer texts are cut (a warning per ``embed`` call says how many)."""
+        return self.towers.max_text_tokens
+
+    def text_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token counts with the model's tokenizer."""
+        return self.towers.untruncated_token_lengths(texts)
+
     def _encode_batch(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
         modality = batch[0].modality
         if modality is Modality.TEXT:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from lumir.embed.base import BaseEmbedder, EmbedInput
 from lumir.models.conse import (
     OpenVocabConfig,
+    center_vectors,
     class_vectors,
     conse_vectors,
     fuse,
@@ -120,11 +121,17 @@ class MiniEmbedder(BaseEmbedder):
             self._class_vecs = imagenet_class_vectors(self.open_vocab.templates, self.text_model)
         return self._class_vecs
 
+    def _center(self) -> torch.Tensor | None:
+        """The vector the open-vocabulary parts are centred on (the mean class-name embedding), or None."""
+        return self.class_vectors().mean(dim=0) if self.open_vocab is not None and self.open_vocab.center else None
+
     def _text(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Heads embedding and (when open_vocab is on) the MiniLM sentence embedding of texts."""
+        """Heads embedding and (when open_vocab is on) the (centred) MiniLM sentence embedding of texts."""
         feats = text_tower_features(self.text_model, texts)
         heads = F.normalize(self.heads.text_head(feats.to(self.device)), dim=-1)
-        return heads, None if self.open_vocab is None else feats[:, self._sentence]
+        if self.open_vocab is None:
+            return heads, None
+        return heads, center_vectors(feats[:, self._sentence], self._center())
 
     def _image(self, batch: Sequence[EmbedInput]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Heads embedding and (when open_vocab is on) the ConSE embedding of a batch of photos."""
@@ -138,7 +145,7 @@ class MiniEmbedder(BaseEmbedder):
         if self.open_vocab is None:
             return out, None
         probs = mean_probabilities(*(self.images.class_logits(v) for v in views))
-        return out, conse_vectors(probs, self.class_vectors(), self.open_vocab.top)
+        return out, center_vectors(conse_vectors(probs, self.class_vectors(), self.open_vocab.top), self._center())
 
     def _encode_batch(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
         modality = batch[0].modality
@@ -165,6 +172,14 @@ class MiniEmbedder(BaseEmbedder):
                 step = ImageFeatureExtractor.batch_size
                 out.extend(batch[i : i + step] for i in range(0, len(batch), step))
         return out
+
+    def text_token_limit(self) -> int | None:
+        """MiniLM's ``max_seq_length``: longer texts are truncated (a warning per ``embed`` call says how many)."""
+        return self.text_model.max_seq_length
+
+    def text_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated MiniLM token counts."""
+        return self.text_model.untruncated_token_lengths(texts)
 
     def _source_spec(self) -> dict[str, Any]:
         return {} if self.path is None else {"path": str(self.path)}

@@ -67,6 +67,14 @@ class TextEmbedder(BaseEmbedder):
         is a poor proxy (on SciFact, char-sorting removes a third of the padding that token-sorting removes)."""
         return self.model.token_lengths([inp.text or "" for inp in group])
 
+    def text_token_limit(self) -> int | None:
+        """``max_seq_length``: longer texts are truncated (a warning per ``embed`` call says how many)."""
+        return self.model.max_seq_length
+
+    def text_token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Untruncated token counts, as the model tokenises (stripped, lower-cased when the folder says so)."""
+        return self.model.untruncated_token_lengths(texts)
+
     def _encode_batch(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
         texts = [inp.text or "" for inp in batch]
         return self.model.forward(self.model.tokenize(texts))  # (batch, dim)

@@ -37,6 +37,7 @@ from lumir.index.store import (
     _write_atomically,
     _write_directory,
 )
+from lumir.io.lock import output_lock
 from lumir.progress import progress
 from lumir.protocols import Embedder
 from lumir.types import Item, Role
@@ -223,9 +224,10 @@ def _embed_shards(
             items = corpus[i * shard_size : (i + 1) * shard_size]
             if recorded.pop(str(i), None) is not None:  # forget the old digest before the file changes
                 write_json(partial / "manifest.json", manifest)
+            digest = shard_digest(items)  # before embedding: a file changed meanwhile is caught on the next resume
             arr = _vectors(embedder, items, Role.CANDIDATE, batch_size, f"shard {i} of {partial}")
             save_npy(partial / f"shard-{i:05d}.npy", arr)
-            recorded[str(i)] = shard_digest(items)
+            recorded[str(i)] = digest
             write_json(partial / "manifest.json", manifest)
             shards[i] = arr
             bar.update(len(items))
@@ -268,6 +270,7 @@ def build_index(
     Raises:
         FileExistsError: ``path`` exists and ``overwrite`` is False, or it is a non-empty non-index directory.
         FileExistsError: ``<path>.partial`` exists and was not written by lumir (it is never deleted).
+        OutputLockedError: another build of ``path`` is running (it holds ``<path>.partial.lock``).
 
     Example:
         >>> import tempfile
@@ -293,18 +296,19 @@ def build_index(
     _check_storable(corpus)
     index = _new_index(backend, embedder.dim, factory, len(corpus))
     partial = path.with_name(path.name + ".partial")
-    manifest = _open_partial(partial, _partial_manifest(path, corpus, embedder, shard_size))
-    vectors = _embed_shards(
-        corpus,
-        embedder,
-        partial,
-        manifest,
-        batch_size=batch_size,
-        shard_size=shard_size,
-        show_progress=show_progress,
-    )
-    index.add(vectors)
-    config = _make_config(index, embedder.spec(), corpus)
-    _write_atomically(path, lambda tmp: _write_directory(tmp, config, corpus.ids, corpus, index))
-    shutil.rmtree(partial, ignore_errors=True)
+    with output_lock(partial):  # one build per target at a time: a second one refuses (OutputLockedError)
+        manifest = _open_partial(partial, _partial_manifest(path, corpus, embedder, shard_size))
+        vectors = _embed_shards(
+            corpus,
+            embedder,
+            partial,
+            manifest,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            show_progress=show_progress,
+        )
+        index.add(vectors)
+        config = _make_config(index, embedder.spec(), corpus)
+        _write_atomically(path, lambda tmp: _write_directory(tmp, config, corpus.ids, corpus, index))
+        shutil.rmtree(partial, ignore_errors=True)
     return VectorStore(path, config, index, corpus.ids, embedder=embedder, corpus=corpus)

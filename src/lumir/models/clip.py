@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
-from lumir.models.hub import resolve_device, resolve_dtype, resolve_local_model
+from lumir.models.hub import quiet_loading, resolve_device, resolve_dtype, resolve_local_model
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
@@ -112,8 +112,9 @@ class ClipTowers:
         root = resolve_local_model(folder, what="CLIP/SigLIP model")
         kind = clip_model_type(root)
         model_cls = CLIPModel if kind == "clip" else SiglipModel
-        model = model_cls.from_pretrained(str(root), local_files_only=True)
-        processor = AutoProcessor.from_pretrained(str(root), local_files_only=True)
+        with quiet_loading():
+            model = model_cls.from_pretrained(str(root), local_files_only=True)
+            processor = AutoProcessor.from_pretrained(str(root), local_files_only=True)
         return cls(model, processor, device=device, dtype=dtype, max_text_tokens=max_text_tokens)
 
     @property
@@ -136,6 +137,11 @@ class ClipTowers:
             list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
         )
         return {"input_ids": enc["input_ids"].to(self.device), "attention_mask": enc["attention_mask"].to(self.device)}
+
+    def untruncated_token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts before truncation (special tokens included): above :attr:`max_text_tokens`, a text is cut."""
+        enc = self.tokenizer(list(texts), truncation=False, verbose=False)
+        return [len(ids) for ids in enc["input_ids"]]
 
     def preprocess_images(self, images: Sequence[PILImage.Image]) -> torch.Tensor:
         """Resize/normalise images with the processor: ``(n, 3, H, W)`` in the model dtype on the model device."""

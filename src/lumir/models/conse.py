@@ -38,6 +38,7 @@ from lumir.errors import DataFormatError
 __all__ = [
     "IMAGENET_CLASSES_FILE",
     "OpenVocabConfig",
+    "center_vectors",
     "class_prompts",
     "class_vectors",
     "conse_vectors",
@@ -191,6 +192,18 @@ def fuse(heads: torch.Tensor, open_vocab: torch.Tensor, weight: float) -> torch.
     )
 
 
+def center_vectors(vectors: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
+    """``normalize(vectors - mean)`` (``mean`` None: just normalise). With ``mean`` the average class-name embedding,
+    this removes the component all MiniLM embeddings of short English phrases share, so that unrelated texts and
+    photos score near 0 instead of at a common positive baseline.
+
+    Example:
+        >>> center_vectors(torch.tensor([[1.0, 1.0]]), torch.tensor([0.0, 1.0])).tolist()
+        [[1.0, 0.0]]
+    """
+    return F.normalize(vectors if mean is None else vectors - mean.to(vectors.dtype), dim=-1)
+
+
 @dataclass(frozen=True)
 class OpenVocabConfig:
     """Settings of lumir-mini's open-vocabulary path (chosen on a Flickr8k training holdout; see BENCHMARKS.md).
@@ -199,11 +212,14 @@ class OpenVocabConfig:
         weight: ``w``, the weight of the trained heads' similarity; ``1 - w`` goes to the ConSE similarity.
         top: how many of the most probable ImageNet classes form an image's ConSE vector.
         templates: templates the class names are embedded in (averaged), each with one ``{}``.
+        center: subtract the mean class-name embedding from both sides (texts and ConSE vectors) before
+            normalising (:func:`center_vectors`), which removes the direction every class name and caption shares.
     """
 
     weight: float = 0.8
     top: int = 3
     templates: tuple[str, ...] = ("a photo of a {}.",)
+    center: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -213,13 +229,14 @@ class OpenVocabConfig:
         class_prompts(["x"], self.templates)  # validates the templates
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form recorded in embedder specs: ``{"weight": ..., "top": ..., "templates": [...]}``."""
-        return {"weight": self.weight, "top": self.top, "templates": list(self.templates)}
+        """The JSON form recorded in embedder specs: ``{"weight", "top", "templates", "center"}``."""
+        return {"weight": self.weight, "top": self.top, "templates": list(self.templates), "center": self.center}
 
     @classmethod
     def parse(cls, value: bool | int | Mapping[str, Any] | OpenVocabConfig | None) -> OpenVocabConfig | None:
         """An ``open_vocab`` option as settings, or None for off: ``True``/``1`` = the defaults, ``False``/``0``/
-        ``None`` = off, a mapping = the defaults updated with its keys (``weight``, ``top``, ``templates``).
+        ``None`` = off, a mapping = the defaults updated with its keys (``weight``, ``top``, ``templates``,
+        ``center``).
 
         Example:
             >>> OpenVocabConfig.parse(0) is None, OpenVocabConfig.parse({"top": 5}).top
@@ -232,9 +249,9 @@ class OpenVocabConfig:
         if value is True or (isinstance(value, int) and value == 1):
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"weight", "top", "templates"})
+            unknown = sorted(set(value) - {"weight", "top", "templates", "center"})
             if unknown:
-                raise ValueError(f"unknown open_vocab key(s) {unknown}; known: weight, top, templates")
+                raise ValueError(f"unknown open_vocab key(s) {unknown}; known: weight, top, templates, center")
             templates = value.get("templates", cls.templates)
             if isinstance(templates, str):
                 templates = (templates,)
@@ -242,5 +259,6 @@ class OpenVocabConfig:
                 weight=float(value.get("weight", cls.weight)),
                 top=int(value.get("top", cls.top)),
                 templates=tuple(str(t) for t in templates),
+                center=bool(value.get("center", cls.center)),
             )
         raise ValueError(f"open_vocab must be true/false (or 1/0) or a mapping of settings, got {value!r}")

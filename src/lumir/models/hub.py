@@ -2,19 +2,24 @@
 
 lumir never downloads weights at run time. Every model is a local directory; a hub id such as
 ``openai/clip-vit-base-patch32`` is refused with a message saying how to fetch it elsewhere. Every
-``from_pretrained`` call in lumir passes ``local_files_only=True``.
+``from_pretrained`` call in lumir passes ``local_files_only=True`` and runs inside :func:`quiet_loading`, so
+transformers' "Loading weights" bars and info chatter never reach lumir's output.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from lumir.errors import ModelNotFoundError
 
-__all__ = ["DTYPES", "dtype_name", "resolve_device", "resolve_dtype", "resolve_local_model"]
+__all__ = ["DTYPES", "dtype_name", "quiet_loading", "resolve_device", "resolve_dtype", "resolve_local_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +29,50 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 """The dtypes an embedder may run its model in (outputs are always float32)."""
+
+
+_quiet: dict[str, Any] = {"depth": 0, "bars": True, "hub_bars": True, "verbosity": None}
+_quiet_lock = threading.Lock()
+
+
+@contextmanager
+def quiet_loading() -> Iterator[None]:
+    """Silence transformers' progress bars ("Loading weights") and info logging while models load.
+
+    The previous state (bars on or off, verbosity) is restored afterwards; nested and concurrent uses restore it
+    once, when the last one ends. Warnings and errors still show.
+
+    Example:
+        >>> from transformers.utils import logging as hf_logging
+        >>> before = hf_logging.is_progress_bar_enabled()
+        >>> with quiet_loading():
+        ...     hf_logging.is_progress_bar_enabled()
+        False
+        >>> hf_logging.is_progress_bar_enabled() == before
+        True
+    """
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    with _quiet_lock:
+        if _quiet["depth"] == 0:
+            _quiet["bars"] = hf_logging.is_progress_bar_enabled()
+            _quiet["hub_bars"] = not hub_utils.are_progress_bars_disabled()
+            _quiet["verbosity"] = hf_logging.get_verbosity()
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity(max(int(_quiet["verbosity"]), hf_logging.WARNING))
+        _quiet["depth"] += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
+                hf_logging.set_verbosity(int(_quiet["verbosity"]))
+                if _quiet["bars"]:
+                    hf_logging.enable_progress_bar()  # turns huggingface_hub's bars on as well
+                if _quiet["hub_bars"] != (not hub_utils.are_progress_bars_disabled()):
+                    (hub_utils.enable_progress_bars if _quiet["hub_bars"] else hub_utils.disable_progress_bars)()
 
 
 def resolve_local_model(name_or_path: str | Path, *, what: str = "model") -> Path:

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lumir.errors import DataFormatError
-from lumir.models.hub import resolve_device, resolve_dtype, resolve_local_model
+from lumir.models.hub import quiet_loading, resolve_device, resolve_dtype, resolve_local_model
 from lumir.models.pooling import POOLING_MODES, l2_normalize, pool
 
 __all__ = [
@@ -224,8 +224,9 @@ class SentenceTransformerModel:
         from transformers import AutoModel, AutoTokenizer
 
         cfg = read_sentence_transformer_config(folder)
-        tokenizer = AutoTokenizer.from_pretrained(str(cfg.transformer_path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(cfg.transformer_path), local_files_only=True)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(str(cfg.transformer_path), local_files_only=True)
+            model = AutoModel.from_pretrained(str(cfg.transformer_path), local_files_only=True)
         out = cls(
             model,
             tokenizer,
@@ -247,6 +248,11 @@ class SentenceTransformerModel:
     def token_lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts after truncation to :attr:`max_seq_length` (special tokens included), without padding."""
         enc = self.tokenizer(self._prepare(texts), truncation="longest_first", max_length=self.max_seq_length)
+        return [len(ids) for ids in enc["input_ids"]]
+
+    def untruncated_token_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts before truncation (special tokens included): above :attr:`max_seq_length`, a text is cut."""
+        enc = self.tokenizer(self._prepare(texts), truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

@@ -107,19 +107,9 @@ class PipelineSpec:
         Raises:
             FileNotFoundError: no such file. DataFormatError: not a mapping, invalid YAML, unknown keys.
         """
-        import yaml
+        from lumir.config import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pipeline file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = None if mark is None else mark.line + 1
-            raise DataFormatError(f"invalid YAML: {err}", path=path, line=line) from err
-        if not isinstance(data, dict):
-            raise DataFormatError("a pipeline file holds a mapping (index:, embedder:, reranker:, ...)", path=path)
+        data = read_yaml_mapping(path, what="pipeline file")
         return cls.from_dict(data, where=path)
 
     @classmethod

@@ -249,8 +249,8 @@ def softmax_pick(logprobs: np.ndarray) -> np.ndarray | None:
 class LLMReranker:
     """What every LLM reranker shares: its chat model, budget ``k``, fusion, rendering, ``rerank`` and ``rank``.
 
-    Subclasses set :attr:`name`, :attr:`default_k` and :attr:`default_alpha`, call :meth:`_setup` and implement
-    ``_score`` and ``_options_spec``.
+    Subclasses set :attr:`name` and the ``default_*`` class attributes, pass the common options (``**options``) to
+    :meth:`_setup` and implement ``_score`` and ``_options_spec``.
 
     Common options (every reranker takes them):
         llm: a ChatModel, or its spec (``"qwen-coder"``, ``{"type": "llama-cpp", ...}``, ...).
@@ -265,6 +265,8 @@ class LLMReranker:
     name: ClassVar[str] = ""
     default_k: ClassVar[int] = 10
     default_alpha: ClassVar[float] = 0.5
+    default_max_words: ClassVar[int] = 256
+    default_batch_size: ClassVar[int] = 16
     chat: ChatModel
     k: int
     fusion: FusionConfig
@@ -279,19 +281,22 @@ class LLMReranker:
         self,
         llm: ChatModel | str | Mapping[str, Any],
         *,
-        llm_cache: str | Path | None,
-        k: int | None,
-        alpha: float | None,
-        normalize: str,
-        per_task_alpha: Mapping[str, float] | None,
-        fusion: FusionConfig | None,
-        image_mode: str,
-        captions: Mapping[str, str] | None,
-        max_words: int,
-        batch_size: int,
-        system: str | None,
-        progress: bool | None,
+        llm_cache: str | Path | None = None,
+        k: int | None = None,
+        alpha: float | None = None,
+        normalize: str = "none",
+        per_task_alpha: Mapping[str, float] | None = None,
+        fusion: FusionConfig | None = None,
+        image_mode: str = "native",
+        captions: Mapping[str, str] | None = None,
+        max_words: int | None = None,
+        batch_size: int | None = None,
+        system: str | None = None,
+        progress: bool | None = None,
     ) -> None:
+        """Set the options every reranker shares (see the class docstring); None takes the class default."""
+        max_words = self.default_max_words if max_words is None else max_words
+        batch_size = self.default_batch_size if batch_size is None else batch_size
         if fusion is not None and (alpha is not None or normalize != "none" or per_task_alpha):
             raise ValueError("give either fusion= or alpha/normalize/per_task_alpha, not both")
         self.k = self.default_k if k is None else int(k)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,6 @@ from lumir.errors import PromptTooLongError
 from lumir.progress import progress
 from lumir.protocols import ChatModel, Conversation
 from lumir.rerank.base import LLMReranker, RerankStats, softmax_pick
-from lumir.rerank.fusion import FusionConfig
 from lumir.rerank.prompts import LAMRA_LISTWISE_PROMPT, LISTWISE_ITEM, parse_position
 from lumir.types import Item, Query
 
@@ -70,6 +68,8 @@ class ListwiseReranker(LLMReranker):
     name = "listwise"
     default_k = 5
     default_alpha = 0.5
+    default_max_words = 96
+    default_batch_size = 8
     _progress_min = 32
 
     def __init__(
@@ -82,18 +82,7 @@ class ListwiseReranker(LLMReranker):
         prompt: str = LAMRA_LISTWISE_PROMPT,
         item: str = LISTWISE_ITEM,
         max_new_tokens: int = 8,
-        k: int | None = None,
-        alpha: float | None = None,
-        normalize: str = "none",
-        per_task_alpha: Mapping[str, float] | None = None,
-        fusion: FusionConfig | None = None,
-        image_mode: str = "native",
-        captions: Mapping[str, str] | None = None,
-        max_words: int = 96,
-        batch_size: int = 8,
-        system: str | None = None,
-        progress: bool | None = None,
-        llm_cache: str | Path | None = None,
+        **options: Any,
     ) -> None:
         if not 2 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be in 2..{MAX_WINDOW} (single-token positions), got {window}")
@@ -107,21 +96,7 @@ class ListwiseReranker(LLMReranker):
         self.prompt = prompt
         self.item = item
         self.max_new_tokens = max_new_tokens
-        self._setup(
-            llm,
-            llm_cache=llm_cache,
-            k=k,
-            alpha=alpha,
-            normalize=normalize,
-            per_task_alpha=per_task_alpha,
-            fusion=fusion,
-            image_mode=image_mode,
-            captions=captions,
-            max_words=max_words,
-            batch_size=batch_size,
-            system=system,
-            progress=progress,
-        )
+        self._setup(llm, **options)
 
     def _options_spec(self) -> dict[str, Any]:
         return {

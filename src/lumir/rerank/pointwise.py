@@ -13,7 +13,6 @@ adapter on the ChatModel) uses the same class.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,7 +21,6 @@ from lumir.errors import PromptTooLongError
 from lumir.progress import progress
 from lumir.protocols import ChatModel, Conversation
 from lumir.rerank.base import LLMReranker, RerankStats, softmax_pick
-from lumir.rerank.fusion import FusionConfig
 from lumir.rerank.prompts import LAMRA_POINTWISE_PROMPT, PROMPT_TABLES, true_false_prompt
 from lumir.types import Item, Query
 
@@ -57,20 +55,9 @@ class PointwiseReranker(LLMReranker):
         llm: ChatModel | str | Mapping[str, Any],
         *,
         prompt: str | Mapping[str, str] | None = None,
-        prompt_table: str = "table13",
         tokens: Sequence[str] | None = None,
-        k: int | None = None,
-        alpha: float | None = None,
-        normalize: str = "none",
-        per_task_alpha: Mapping[str, float] | None = None,
-        fusion: FusionConfig | None = None,
-        image_mode: str = "native",
-        captions: Mapping[str, str] | None = None,
-        max_words: int = 256,
-        batch_size: int = 16,
-        system: str | None = None,
-        progress: bool | None = None,
-        llm_cache: str | Path | None = None,
+        prompt_table: str = "table13",
+        **options: Any,
     ) -> None:
         tokens = tuple(tokens) if tokens is not None else self.default_tokens
         if len(tokens) != 2:
@@ -80,21 +67,7 @@ class PointwiseReranker(LLMReranker):
         self.prompt = prompt if prompt is not None else self.default_prompt
         self.prompt_table = prompt_table
         self.tokens = (str(tokens[0]), str(tokens[1]))
-        self._setup(
-            llm,
-            llm_cache=llm_cache,
-            k=k,
-            alpha=alpha,
-            normalize=normalize,
-            per_task_alpha=per_task_alpha,
-            fusion=fusion,
-            image_mode=image_mode,
-            captions=captions,
-            max_words=max_words,
-            batch_size=batch_size,
-            system=system,
-            progress=progress,
-        )
+        self._setup(llm, **options)
 
     def _options_spec(self) -> dict[str, Any]:
         prompt = self.prompt if self.prompt is None or isinstance(self.prompt, str) else dict(self.prompt)

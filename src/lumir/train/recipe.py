@@ -8,7 +8,7 @@ itself is never rewritten.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +16,13 @@ import yaml
 
 from lumir.errors import DataFormatError
 
-__all__ = ["RECIPE_KINDS", "apply_overrides", "load_recipe", "run_recipe"]
-
-RecipeRunner = Callable[..., Any]
+__all__ = ["apply_overrides", "load_recipe", "run_recipe"]
 
 
-def _mini_runner(recipe: Mapping[str, Any], **options: Any) -> Any:
-    from lumir.train.mini import train_mini
+def _kinds() -> list[str]:
+    from lumir.registry import RECIPES
 
-    return train_mini(recipe, **options)
-
-
-RECIPE_KINDS: dict[str, RecipeRunner] = {"mini": _mini_runner}
-"""Recipe ``kind`` → function running it."""
+    return RECIPES.names()
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -38,17 +32,12 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
         FileNotFoundError: no such file.
         DataFormatError: invalid YAML, not a mapping, or an unknown ``kind`` (naming the file).
     """
+    from lumir.config import read_yaml_mapping
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise DataFormatError(f"invalid YAML: {err}", path=path) from err
-    if not isinstance(recipe, dict):
-        raise DataFormatError("a recipe must be a YAML mapping", path=path)
-    if recipe.get("kind") not in RECIPE_KINDS:
-        raise DataFormatError(f"recipe kind {recipe.get('kind')!r} is not one of {sorted(RECIPE_KINDS)}", path=path)
+    recipe = read_yaml_mapping(path, what="recipe")
+    if recipe.get("kind") not in _kinds():
+        raise DataFormatError(f"recipe kind {recipe.get('kind')!r} is not one of {_kinds()}", path=path)
     recipe.setdefault("source", str(path))
     return recipe
 
@@ -83,7 +72,9 @@ def run_recipe(recipe: Mapping[str, Any] | str | Path, overrides: Sequence[str] 
     """Load (if a path), override and run a recipe with the runner for its ``kind``."""
     loaded = load_recipe(recipe) if isinstance(recipe, (str, Path)) else dict(recipe)
     resolved = apply_overrides(loaded, overrides)
+    from lumir.registry import RECIPES
+
     kind = resolved.get("kind")
-    if kind not in RECIPE_KINDS:
-        raise ValueError(f"recipe kind {kind!r} is not one of {sorted(RECIPE_KINDS)}")
-    return RECIPE_KINDS[str(kind)](resolved, **options)
+    if kind not in _kinds():
+        raise ValueError(f"recipe kind {kind!r} is not one of {_kinds()}")
+    return RECIPES.load(str(kind))(resolved, **options)

@@ -10,6 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
+from lumir.cli.run import message
+from lumir.errors import LLMCacheError
 from lumir.models.chat.base import user_message
 from lumir.models.chat.cache import CACHE_FORMAT, CachedChatModel, ChatCache, cache_key
 from lumir.testing.fakes import ScriptedChatModel
@@ -95,3 +97,60 @@ def test_bad_files_are_clear_errors(tmp_path: Path) -> None:
         db.execute("UPDATE meta SET value = 'someone-else/9' WHERE key = 'format'")
     with pytest.raises(ValueError, match=CACHE_FORMAT):
         ChatCache(other)
+
+
+def _filled_cache(path: Path, n: int = 300) -> int:
+    """A real cache file with ``n`` entries (many pages); returns its size in bytes."""
+    cache = ChatCache(path)
+    rows = [
+        {"key": f"k{i}", "op": "generate", "value": "x" * 200, "backend": "b", "fingerprint": "f", "model_spec": {},
+         "prompt": f"prompt {i} " + "p" * 300, "params": {}}
+        for i in range(n)
+    ]  # fmt: skip
+    cache.put_many(rows)
+    cache.close()
+    return path.stat().st_size
+
+
+def test_a_truncated_cache_is_a_clear_error_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "llm.sqlite"
+    size = _filled_cache(path)
+    with path.open("r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.raises(LLMCacheError, match=r"llm\.sqlite: the LLM cache is damaged .*could not be opened") as info:
+        ChatCache(path)
+    assert "Move the file away" in str(info.value) and info.value.path == path
+    assert "--no-llm-cache" in message(info.value) and "--llm-cache PATH" in message(info.value)
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LLMCacheError, match=r"junk\.sqlite: the LLM cache is not a lumir LLM cache"):
+        CachedChatModel(ScriptedChatModel(), junk)
+
+
+def test_a_cache_damaged_while_open_fails_clearly_on_read_and_write(tmp_path: Path) -> None:
+    path = tmp_path / "llm.sqlite"
+    size = _filled_cache(path)
+    model = ScriptedChatModel(default_reply="fresh")
+    cached = CachedChatModel(model, path)
+    with path.open("r+b") as fh:  # another process (or a full disk) damages the file under us
+        fh.truncate(size // 2)
+    with pytest.raises(LLMCacheError, match=r"llm\.sqlite: the LLM cache is damaged .*could not be read"):
+        cached.generate(convs("a new prompt"))
+    assert model.calls == 0  # nothing was asked of the model before the cache failed
+    with pytest.raises(LLMCacheError, match=r"could not be (read|written)"):
+        cached.cache.put_many([{"key": "new", "op": "generate", "value": "v", "backend": "b", "fingerprint": "f",
+                                "model_spec": {}, "prompt": "p", "params": {}}])  # fmt: skip
+    with pytest.raises(LLMCacheError):
+        len(cached.cache)
+
+
+def test_resolve_chat_model_opens_the_cache_before_loading_a_model(tmp_path: Path, monkeypatch) -> None:
+    from lumir.models.chat import cache as cache_module
+
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not sqlite" * 100)
+    loaded: list[object] = []
+    monkeypatch.setattr("lumir.models.chat.registry.load_chat_model", lambda spec: loaded.append(spec))
+    with pytest.raises(LLMCacheError):
+        cache_module.resolve_chat_model("smollm2", junk)
+    assert loaded == []

@@ -87,8 +87,9 @@ def resolve_chat_model(llm: Any, cache: str | Path | None = None) -> ChatModel:
 
     if isinstance(llm, Path):
         llm = str(llm)
-    store = None if cache is None or isinstance(llm, CachedChatModel) else ChatCache(cache)  # a bad file fails now,
-    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Mapping)) else llm  # before a model loads
+    # the cache is opened first: a damaged file fails before a model loads
+    store = None if cache is None or isinstance(llm, CachedChatModel) else ChatCache(cache)
+    chat: ChatModel = load_chat_model(llm) if isinstance(llm, (str, Mapping)) else llm
     if store is not None and not isinstance(chat, CachedChatModel):
         chat = CachedChatModel(chat, store)
     elif store is not None:

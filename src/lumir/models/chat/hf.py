@@ -35,7 +35,7 @@ from lumir.models.chat.base import (
     first_token_ids,
     normalize_conversation,
 )
-from lumir.models.hub import dtype_name, resolve_device, resolve_dtype, resolve_local_model
+from lumir.models.hub import dtype_name, quiet_loading, resolve_device, resolve_dtype, resolve_local_model
 from lumir.protocols import Conversation
 
 __all__ = ["TransformersChatModel"]
@@ -191,13 +191,14 @@ class TransformersChatModel:
 
         path = resolve_local_model(model_path, what="chat model")
         dtype = resolve_dtype(options.get("dtype", "float32"))
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-        if getattr(config, "vision_config", None) is not None:
-            model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
-            processor = AutoProcessor.from_pretrained(path, local_files_only=True)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-            processor = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        with quiet_loading():
+            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            if getattr(config, "vision_config", None) is not None:
+                model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
+                processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+                processor = AutoTokenizer.from_pretrained(path, local_files_only=True)
         chat = cls(model, processor, **{"name": path.name, **options})
         chat._source = {"type": cls.backend, "model_path": str(path)}
         chat._weights_digest = _folder_digest(path)
@@ -225,8 +226,9 @@ class TransformersChatModel:
             raise ModelNotFoundError(f"GGUF file {str(gguf_path)!r} does not exist")
         dtype = resolve_dtype(options.get("dtype", "float32"))
         kwargs: dict[str, Any] = {"gguf_file": path.name, "local_files_only": True}
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
+        with quiet_loading():
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, dtype=dtype, **kwargs)
         chat = cls(model, tokenizer, name=name or path.stem, **options)
         chat._source = {"type": "transformers-gguf", "gguf_path": str(path)}
         chat._weights_digest = _folder_digest(path.parent, [path])
