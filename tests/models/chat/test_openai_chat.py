@@ -230,7 +230,7 @@ def test_connection_refused_fails_fast() -> None:
 
 
 def test_concurrency_bound_is_respected(server: FakeServer) -> None:
-    server.delay = 0.08
+    server.delay = 0.25  # long enough that three requests overlap even on a loaded machine
     model = _model(server, concurrency=3)
     out = model.generate([user_message(f"q{i}") for i in range(12)])
     assert out == [f"echo:q{i}" for i in range(12)]
