@@ -93,11 +93,22 @@ def test_open_vocab_settings_parse_and_round_trip() -> None:
     assert OpenVocabConfig.parse(True) == OpenVocabConfig.parse(1) == default
     assert OpenVocabConfig.parse(False) is None and OpenVocabConfig.parse(0) is None
     assert OpenVocabConfig.parse(None) is None
-    custom = OpenVocabConfig.parse({"weight": 0.25, "top": 3, "templates": "a photo of a {}.", "center": True})
-    assert custom == OpenVocabConfig(0.25, 3, ("a photo of a {}.",), center=True)
-    assert custom.to_dict() == {"weight": 0.25, "top": 3, "templates": ["a photo of a {}."], "center": True}
+    custom = OpenVocabConfig.parse({"weight": 0.25, "top": 3, "templates": "{}", "center": False, "mirror": True})
+    assert custom == OpenVocabConfig(0.25, 3, ("{}",), center=False, mirror=True)
+    expected = {"weight": 0.25, "top": 3, "templates": ["{}"], "center": False, "mirror": True}
+    assert custom.to_dict() == expected
     assert custom is not None and OpenVocabConfig.parse(custom.to_dict()) == custom
-    assert OpenVocabConfig.parse({"top": 7}) == OpenVocabConfig(default.weight, 7, default.templates, default.center)
+    assert OpenVocabConfig.parse({"top": 7}) == OpenVocabConfig(
+        default.weight, 7, default.templates, default.center, default.mirror
+    )
+    # the settings chosen on the Flickr8k training holdout (benchmarks/mini_open_vocab.py sweep, rule 2)
+    assert default.to_dict() == {
+        "weight": 0.8,
+        "top": 10,
+        "templates": ["a photo of a {}."],
+        "center": True,
+        "mirror": False,
+    }
     with pytest.raises(ValueError, match="unknown open_vocab key"):
         OpenVocabConfig.parse({"wieght": 0.5})
     with pytest.raises(ValueError, match=r"weight must be in \[0, 1\]"):

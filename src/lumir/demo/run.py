@@ -31,9 +31,13 @@ from lumir.protocols import Embedder
 from lumir.retrieve import DenseRetriever
 from lumir.types import Item, Qrels, Query, Role
 
-__all__ = ["DemoResult", "TopHit", "describe_sources", "find_flickr8k", "run_demo"]
+__all__ = ["DEMO_EMBEDDER", "DemoResult", "TopHit", "describe_sources", "find_flickr8k", "run_demo"]
 
 FLICKR_SPLIT = "test_1k"
+
+DEMO_EMBEDDER = "mini:open_vocab=1"
+"""lumir-mini with its open-vocabulary (ConSE) part: the sample photos (a cat, an espresso, a moped, a missile) are
+outside the Flickr8k world its trained heads know; ImageNet's class names cover them (see lumir.embed.mini)."""
 
 TEXT_QUERIES: tuple[tuple[str, str], ...] = (
     ("a cat", "chelsea"),
@@ -301,7 +305,7 @@ def run_demo(
     data: str | Path | None = None,
     flickr: bool = True,
     k: int = 5,
-    embedder: Embedder | str = "mini",
+    embedder: Embedder | str = DEMO_EMBEDDER,
     batch_size: int = 64,
     flickr_limit: int | None = None,
     show_progress: bool = True,
@@ -317,7 +321,8 @@ def run_demo(
             ``../shared/data`` when they hold one. Without any, the demo uses the sample photos only.
         flickr: add Flickr8k when found (False: sample photos only).
         k: results per query.
-        embedder: an embedder or a spec for :func:`lumir.embed.load_embedder`; loaded once, used for everything.
+        embedder: an embedder or a spec for :func:`lumir.embed.load_embedder`; loaded once, used for everything
+            (default: :data:`DEMO_EMBEDDER`, lumir-mini with its open-vocabulary part).
         batch_size: embedding batch size.
         flickr_limit: use only the first ``flickr_limit`` Flickr8k test photos (and their captions).
         show_progress: show progress bars while embedding.
@@ -410,6 +415,7 @@ def run_demo(
         [
             f"Sources: {describe_sources(sources)}.",
             f"{len(photos)} photos and {len(texts)} captions indexed with the {emb.spec()['type']} embedder"
+            f"{' (open vocabulary)' if emb.spec().get('open_vocab') else ''}"
             f"{built}; {k} results per query; {seconds['total']:.0f} s in all.",
             *notes,
             "Each result shows its rank, its cosine score and its id; a green frame marks a known right answer.",

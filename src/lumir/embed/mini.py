@@ -1,5 +1,5 @@
-"""MiniEmbedder: lumir-mini, an offline image–text dual encoder (frozen towers + trained heads), with an
-open-vocabulary path.
+"""MiniEmbedder: lumir-mini, an offline image–text dual encoder (frozen towers + trained heads), with an optional
+open-vocabulary part.
 
 - text: all-MiniLM-L6-v2 sentence embedding → text head;
 - image: EfficientNet-Lite0 pooled head + stage features → image head; with ``mirror`` (the default of the shipped
@@ -7,17 +7,19 @@ open-vocabulary path.
 - image+text (composed queries, e.g. "this photo, but on a beach"): the normalised sum of the normalised image and
   text embeddings (UniIR's score-level fusion, ``CLIP_SF``, in a shared space).
 
-**Open vocabulary** (``open_vocab``, on by default for the shipped heads): the heads only know Flickr8k's world of
-people and dogs, so each vector gets a second, ConSE part (:mod:`lumir.models.conse`): a photo's part is the
-probability-weighted mean of the MiniLM embeddings of its ``top`` most probable ImageNet class names (probabilities
-averaged over the photo and its mirror image when ``mirror``), a text's part is its MiniLM sentence embedding, and a
-composed query's part is the normalised sum of the two. The vector is ``[sqrt(w) * heads, sqrt(1 - w) * ConSE]``
-(256 + 384 = 640-d for the shipped model), so every inner product is ``w`` times the heads' cosine plus ``1 - w``
-times the ConSE cosine. ``open_vocab=0`` (``mini:open_vocab=0``) gives exactly the heads-only 256-d vectors.
+**Open vocabulary** (``open_vocab=1``, ``mini:open_vocab=1``; what ``lumir demo`` uses): the heads only know
+Flickr8k's world of people and dogs, so each vector gets a second, ConSE part (:mod:`lumir.models.conse`): a
+photo's part is the probability-weighted mean of the MiniLM embeddings of its ``top`` most probable ImageNet class
+names, a text's part is its MiniLM sentence embedding, a composed query's part is the normalised sum of the two
+(both centred on the mean class-name embedding with ``center``). The vector is ``[sqrt(w) * heads,
+sqrt(1 - w) * ConSE]`` (256 + 384 = 640-d for the shipped model), so every inner product is ``w`` times the heads'
+cosine plus ``1 - w`` times the ConSE cosine. Off by default: on the Flickr8k 1K test it costs 4.9 Rsum (317.1 vs
+322.0) for photos the heads were trained for, and finds cats, espresso cups and mopeds the heads cannot (numbers
+and how the settings were chosen: BENCHMARKS.md, "lumir-mini open vocabulary (ConSE)"). Off, the vectors and the
+spec are exactly those of lumir-mini before the option existed.
 
 ``load_embedder("mini")`` loads the heads shipped inside the package (``lumir/assets/mini``);
-``load_embedder("mini:DIR")`` loads heads trained with ``lumir train embedder`` from ``DIR`` (open vocabulary off
-unless asked for: ``mini:DIR,open_vocab=1``; its settings were chosen for heads trained by the shipped recipe).
+``load_embedder("mini:DIR")`` loads heads trained with ``lumir train embedder`` from ``DIR``.
 """
 
 from __future__ import annotations
@@ -77,10 +79,10 @@ class MiniEmbedder(BaseEmbedder):
     Args:
         path: a lumir-mini model folder (``config.json`` + ``heads.safetensors``); None = the shipped model.
         optimize: TorchScript-freeze the image tower on CPU (faster, same features to ~1e-5).
-        open_vocab: the open-vocabulary (ConSE) part: None = on with the default settings
-            (:class:`~lumir.models.conse.OpenVocabConfig`) for the shipped heads, off for a ``path``; True/1 = on
-            with the defaults; False/0 = off (heads only, exactly the vectors of lumir-mini before this option);
-            a mapping = on with these settings (``weight``, ``top``, ``templates``).
+        open_vocab: the open-vocabulary (ConSE) part: False/0/None (default) = off (heads only, exactly the
+            vectors of lumir-mini before this option); True/1 = on with the settings chosen on the Flickr8k
+            training holdout (:class:`~lumir.models.conse.OpenVocabConfig`); a mapping = on with these settings
+            (``weight``, ``top``, ``templates``, ``center``, ``mirror``; missing keys take the defaults).
         **options: :class:`~lumir.embed.base.BaseEmbedder` options (device, instructions, show_progress, ...).
     """
 
@@ -99,7 +101,7 @@ class MiniEmbedder(BaseEmbedder):
             raise ValueError("lumir-mini runs in float32 only (its towers are small); drop the dtype option")
         super().__init__(**options)
         self.path = None if path is None else Path(path)
-        self.open_vocab = OpenVocabConfig.parse(open_vocab if open_vocab is not None else self.path is None)
+        self.open_vocab = OpenVocabConfig.parse(open_vocab)
         self.heads: MiniHeads = load_mini_heads(self.path or shipped_mini_path()).to(self.device)
         self.images = ImageFeatureExtractor(device=self.device, optimize=optimize)
         self.text_model = SentenceTransformerModel.from_folder(minilm_path(), device=self.device)
@@ -144,6 +146,10 @@ class MiniEmbedder(BaseEmbedder):
             out = F.normalize(out + F.normalize(mirror, dim=-1), dim=-1)
         if self.open_vocab is None:
             return out, None
+        if not self.open_vocab.mirror:
+            views = views[:1]
+        elif len(views) == 1:
+            views.append(self.images.from_pixels(pixels, mirror=True))
         probs = mean_probabilities(*(self.images.class_logits(v) for v in views))
         return out, center_vectors(conse_vectors(probs, self.class_vectors(), self.open_vocab.top), self._center())
 
@@ -185,4 +191,5 @@ class MiniEmbedder(BaseEmbedder):
         return {} if self.path is None else {"path": str(self.path)}
 
     def _options_spec(self) -> dict[str, Any]:
-        return {"open_vocab": False if self.open_vocab is None else self.open_vocab.to_dict()}
+        # off: no key, so heads-only specs are those of lumir-mini before the option (old indexes still match)
+        return {} if self.open_vocab is None else {"open_vocab": self.open_vocab.to_dict()}

@@ -214,12 +214,14 @@ class OpenVocabConfig:
         templates: templates the class names are embedded in (averaged), each with one ``{}``.
         center: subtract the mean class-name embedding from both sides (texts and ConSE vectors) before
             normalising (:func:`center_vectors`), which removes the direction every class name and caption shares.
+        mirror: average the class probabilities of the photo and its mirror image (False: the photo's alone).
     """
 
     weight: float = 0.8
-    top: int = 3
+    top: int = 10
     templates: tuple[str, ...] = ("a photo of a {}.",)
-    center: bool = False
+    center: bool = True
+    mirror: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -229,14 +231,20 @@ class OpenVocabConfig:
         class_prompts(["x"], self.templates)  # validates the templates
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form recorded in embedder specs: ``{"weight", "top", "templates", "center"}``."""
-        return {"weight": self.weight, "top": self.top, "templates": list(self.templates), "center": self.center}
+        """The JSON form recorded in embedder specs: ``{"weight", "top", "templates", "center", "mirror"}``."""
+        return {
+            "weight": self.weight,
+            "top": self.top,
+            "templates": list(self.templates),
+            "center": self.center,
+            "mirror": self.mirror,
+        }
 
     @classmethod
     def parse(cls, value: bool | int | Mapping[str, Any] | OpenVocabConfig | None) -> OpenVocabConfig | None:
         """An ``open_vocab`` option as settings, or None for off: ``True``/``1`` = the defaults, ``False``/``0``/
         ``None`` = off, a mapping = the defaults updated with its keys (``weight``, ``top``, ``templates``,
-        ``center``).
+        ``center``, ``mirror``).
 
         Example:
             >>> OpenVocabConfig.parse(0) is None, OpenVocabConfig.parse({"top": 5}).top
@@ -249,9 +257,10 @@ class OpenVocabConfig:
         if value is True or (isinstance(value, int) and value == 1):
             return cls()
         if isinstance(value, Mapping):
-            unknown = sorted(set(value) - {"weight", "top", "templates", "center"})
+            known = ("weight", "top", "templates", "center", "mirror")
+            unknown = sorted(set(value) - set(known))
             if unknown:
-                raise ValueError(f"unknown open_vocab key(s) {unknown}; known: weight, top, templates, center")
+                raise ValueError(f"unknown open_vocab key(s) {unknown}; known: {', '.join(known)}")
             templates = value.get("templates", cls.templates)
             if isinstance(templates, str):
                 templates = (templates,)
@@ -260,5 +269,6 @@ class OpenVocabConfig:
                 top=int(value.get("top", cls.top)),
                 templates=tuple(str(t) for t in templates),
                 center=bool(value.get("center", cls.center)),
+                mirror=bool(value.get("mirror", cls.mirror)),
             )
         raise ValueError(f"open_vocab must be true/false (or 1/0) or a mapping of settings, got {value!r}")
