@@ -29,7 +29,12 @@ _LAZY = {
     "open_index": "lumir.index",
     "DenseRetriever": "lumir.retrieve",
     "Pipeline": "lumir.pipeline",
+    "PipelineSpec": "lumir.pipeline",
+    "build_pipeline": "lumir.pipeline",
+    "build": "lumir.registry",
     "evaluate": "lumir.eval",
+    "EvalResult": "lumir.eval",
+    "load_tasks": "lumir.eval",
 }
 
 __all__ = ["__version__", *_LAZY]
