@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from lumir.embed import load_embedder
 from lumir.embed.mini import MiniEmbedder, imagenet_class_vectors, shipped_mini_path
-from lumir.models.conse import OpenVocabConfig, center_vectors, conse_vectors, mean_probabilities
+from lumir.models.conse import GATED_OPEN_VOCAB, OpenVocabConfig, center_vectors, conse_vectors, mean_probabilities
 from lumir.models.pooling import l2_normalize
 from lumir.types import ImageRef, Item
 
@@ -140,6 +140,39 @@ def test_open_vocab_vectors_follow_the_documented_rules(
     # class-name embeddings are computed once per process and shared
     assert imagenet_class_vectors(cfg.templates) is mini_ov.class_vectors()
     assert mini_ov.class_vectors().shape == (1000, MINILM_DIM)
+
+
+def test_gated_open_vocab_vectors_follow_the_documented_rules(mini: MiniEmbedder, photo_dir: Path) -> None:
+    gated = load_embedder("mini:open_vocab=gated")
+    assert isinstance(gated, MiniEmbedder) and gated.open_vocab == GATED_OPEN_VOCAB
+    gate = {"measure": "top1", "low": 0.0, "high": 1.0, "power": 0.5}  # the rule-3 pick of the gate sweep
+    assert gated.spec()["open_vocab"]["gate"] == gate and load_embedder(gated.spec()).spec() == gated.spec()
+    assert gated.dim == HEADS_DIM + MINILM_DIM
+    ungated_cfg = {k: v for k, v in gated.spec()["open_vocab"].items() if k != "gate"}  # same settings, no gate
+    ungated = load_embedder({"type": "mini", "open_vocab": ungated_cfg})
+    photos = _photos(photo_dir)
+    cfg = GATED_OPEN_VOCAB
+    with torch.no_grad():
+        pixels = gated.images.pixels([p.image.load() for p in photos])  # type: ignore[union-attr]
+        logits = [gated.images.class_logits(gated.images.from_pixels(pixels, mirror=m)) for m in (False, True)]
+    g = mean_probabilities(*logits).max(dim=1).values.sqrt()  # sqrt of the top-1 ImageNet probability
+    assert bool(((g > 0.1) & (g < 0.99)).all())  # partly on for every sample photo
+    plain = ungated.embed(photos, role="candidate")
+    hw, ow = cfg.weight**0.5, (1 - cfg.weight) ** 0.5
+    expected = F.normalize(torch.cat([plain[:, :HEADS_DIM], plain[:, HEADS_DIM:] * g[:, None]], dim=1), dim=-1)
+    img = gated.embed(photos, role="candidate")
+    torch.testing.assert_close(img, expected, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(img, plain, atol=1e-3)
+    torch.testing.assert_close(F.normalize(img[:, :HEADS_DIM], dim=-1), mini.embed(photos, role="candidate"))
+    # texts keep their ConSE part: the same vectors as without the gate
+    cat = [Item("t", text="a cat")]
+    txt = gated.embed(cat, role="query")
+    torch.testing.assert_close(txt, ungated.embed(cat, role="query"))
+    # composed: heads part as before; ConSE part = normalize(g * photo's part + text's part), then w as for texts
+    composed = gated.embed([Item("c", text="a cat", image=photos[1].image)], role="query")
+    heads = F.normalize(mini.embed(photos[1:2], role="candidate") + mini.embed(cat, role="query"), dim=-1)
+    ov = F.normalize(g[1] * plain[1:2, HEADS_DIM:] + txt[:, HEADS_DIM:], dim=-1)
+    torch.testing.assert_close(composed, torch.cat([hw * heads, ow * ov], dim=1), rtol=1e-4, atol=1e-5)
 
 
 def test_real_photos_match_their_descriptions(mini_ov: MiniEmbedder, mini: MiniEmbedder, photo_dir: Path) -> None:

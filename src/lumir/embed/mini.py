@@ -18,6 +18,12 @@ cosine plus ``1 - w`` times the ConSE cosine. Off by default: on the Flickr8k 1K
 and how the settings were chosen: BENCHMARKS.md, "lumir-mini open vocabulary (ConSE)"). Off, the vectors and the
 spec are exactly those of lumir-mini before the option existed.
 
+``open_vocab=gated`` (``mini:open_vocab=gated``) scales each photo's ConSE part by the square root of its top-1
+ImageNet probability before normalising the row (:func:`~lumir.models.conse.fuse_gated`): photos of people rely
+more on the heads, confidently recognised things bring ConSE in; a composed query's ConSE part is
+``normalize(g * photo's part + text's part)``. Test Rsum 321.3 (−0.6), but "a cup of coffee" still returns the cat
+among the sample photos, so it stays opt-in too (BENCHMARKS.md).
+
 ``load_embedder("mini")`` loads the heads shipped inside the package (``lumir/assets/mini``);
 ``load_embedder("mini:DIR")`` loads heads trained with ``lumir train embedder`` from ``DIR``.
 """
@@ -39,6 +45,7 @@ from lumir.models.conse import (
     class_vectors,
     conse_vectors,
     fuse,
+    fuse_gated,
     imagenet_class_names,
     mean_probabilities,
 )
@@ -81,8 +88,10 @@ class MiniEmbedder(BaseEmbedder):
         optimize: TorchScript-freeze the image tower on CPU (faster, same features to ~1e-5).
         open_vocab: the open-vocabulary (ConSE) part: False/0/None (default) = off (heads only, exactly the
             vectors of lumir-mini before this option); True/1 = on with the settings chosen on the Flickr8k
-            training holdout (:class:`~lumir.models.conse.OpenVocabConfig`); a mapping = on with these settings
-            (``weight``, ``top``, ``templates``, ``center``, ``mirror``; missing keys take the defaults).
+            training holdout (:class:`~lumir.models.conse.OpenVocabConfig`); ``"gated"`` = on with a confidence
+            gate on photos' ConSE parts (:data:`~lumir.models.conse.GATED_OPEN_VOCAB`); a mapping = on with these
+            settings (``weight``, ``top``, ``templates``, ``center``, ``mirror``, ``gate``; missing keys take the
+            defaults, a missing ``gate`` means none).
         **options: :class:`~lumir.embed.base.BaseEmbedder` options (device, instructions, show_progress, ...).
     """
 
@@ -94,7 +103,7 @@ class MiniEmbedder(BaseEmbedder):
         path: str | Path | None = None,
         *,
         optimize: bool = True,
-        open_vocab: bool | int | Mapping[str, Any] | OpenVocabConfig | None = None,
+        open_vocab: bool | int | str | Mapping[str, Any] | OpenVocabConfig | None = None,
         **options: Any,
     ) -> None:
         if options.get("dtype", "float32") not in ("float32", torch.float32):
@@ -135,8 +144,9 @@ class MiniEmbedder(BaseEmbedder):
             return heads, None
         return heads, center_vectors(feats[:, self._sentence], self._center())
 
-    def _image(self, batch: Sequence[EmbedInput]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Heads embedding and (when open_vocab is on) the ConSE embedding of a batch of photos."""
+    def _image(self, batch: Sequence[EmbedInput]) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """Heads embedding and (when open_vocab is on) the ConSE embedding and the confidence gate (None: no gate)
+        of a batch of photos."""
         pixels = self.images.pixels(self.load_images(batch))
         views = [self.images.from_pixels(pixels)]
         out = F.normalize(self.heads.image_head(views[0].to(self.device)), dim=-1)
@@ -145,27 +155,34 @@ class MiniEmbedder(BaseEmbedder):
             mirror = self.heads.image_head(views[1].to(self.device))
             out = F.normalize(out + F.normalize(mirror, dim=-1), dim=-1)
         if self.open_vocab is None:
-            return out, None
+            return out, None, None
         if not self.open_vocab.mirror:
             views = views[:1]
         elif len(views) == 1:
             views.append(self.images.from_pixels(pixels, mirror=True))
         probs = mean_probabilities(*(self.images.class_logits(v) for v in views))
-        return out, center_vectors(conse_vectors(probs, self.class_vectors(), self.open_vocab.top), self._center())
+        ov = center_vectors(conse_vectors(probs, self.class_vectors(), self.open_vocab.top), self._center())
+        gate = self.open_vocab.gate
+        return out, ov, None if gate is None else gate(probs, self.open_vocab.top).cpu()
 
     def _encode_batch(self, batch: Sequence[EmbedInput]) -> torch.Tensor:
         modality = batch[0].modality
+        gate = None
         if modality is Modality.TEXT:
             heads, ov = self._text([inp.text or "" for inp in batch])
         else:
-            heads, ov = self._image(batch)
+            heads, ov, gate = self._image(batch)
             if modality is Modality.IMAGE_TEXT:
                 text_heads, text_ov = self._text([inp.text or "" for inp in batch])
                 heads = F.normalize(heads + text_heads, dim=-1)
                 if ov is not None and text_ov is not None:
-                    ov = F.normalize(ov + text_ov, dim=-1)
+                    # a composed query keeps its text's ConSE part; its photo's part enters gated
+                    photo_ov = ov if gate is None else ov * gate.to(ov.device)[:, None]
+                    ov, gate = F.normalize(photo_ov + text_ov, dim=-1), None
         if self.open_vocab is None or ov is None:
             return heads
+        if gate is not None:
+            return fuse_gated(heads.cpu(), ov.cpu(), self.open_vocab.weight, gate)
         return fuse(heads.cpu(), ov.cpu(), self.open_vocab.weight)
 
     def plan_batches(self, inputs: Sequence[EmbedInput], batch_size: int) -> list[list[EmbedInput]]:

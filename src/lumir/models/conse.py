@@ -16,7 +16,14 @@ embedding ``o`` (both unit length), weighted by ``w`` (:func:`fuse`)::
     v = [ sqrt(w) * h , sqrt(1 - w) * o ]        <v, v'> = w <h, h'> + (1 - w) <o, o'>
 
 so inner-product search over fused vectors ranks by the weighted sum of the two similarities for every modality
-pair (text or photo or photo+text on either side). The class names (1,000, CLIP's cleaned ImageNet names, MIT
+pair (text or photo or photo+text on either side).
+
+**Confidence gate** (optional, :class:`GateConfig`): a photo's ConSE part is first scaled by
+``g = clip((c - low) / (high - low), 0, 1) ** power``, ``c`` the classifier's confidence (:func:`confidence`: top-1
+probability, top-T mass or 1 - normalised entropy), and the row is then normalised (:func:`fuse_gated`), so a photo
+the classifier recognises (a tabby cat, an espresso) brings its ConSE part in while a photo of people (no ImageNet
+class, spread probabilities) relies on the heads: its effective heads weight is ``w / (w + (1 - w) g^2)``. Texts keep
+their ConSE part. The class names (1,000, CLIP's cleaned ImageNet names, MIT
 licence, from open_clip) ship in ``lumir/assets/imagenet_classes.tsv``.
 """
 
@@ -36,13 +43,19 @@ import torch.nn.functional as F
 from lumir.errors import DataFormatError
 
 __all__ = [
+    "CONFIDENCE_MEASURES",
+    "GATED_OPEN_VOCAB",
     "IMAGENET_CLASSES_FILE",
+    "GateConfig",
     "OpenVocabConfig",
     "center_vectors",
     "class_prompts",
     "class_vectors",
+    "confidence",
     "conse_vectors",
     "fuse",
+    "fuse_gated",
+    "gate_values",
     "imagenet_class_names",
     "mean_probabilities",
     "read_class_names",
@@ -192,6 +205,66 @@ def fuse(heads: torch.Tensor, open_vocab: torch.Tensor, weight: float) -> torch.
     )
 
 
+CONFIDENCE_MEASURES = ("top1", "topk", "entropy")
+"""How :func:`confidence` reads a photo's class probabilities: ``top1`` the largest probability, ``topk`` the mass of
+the ``top`` largest, ``entropy`` 1 - entropy / log(number of classes) (1 = one class, 0 = uniform)."""
+
+
+def confidence(probs: torch.Tensor, measure: str, top: int = 1) -> torch.Tensor:
+    """How confidently the classifier recognises something: ``(n,)`` in [0, 1] from ``(n, classes)`` probabilities
+    (see :data:`CONFIDENCE_MEASURES`).
+
+    Example:
+        >>> p = torch.tensor([[0.5, 0.3, 0.2], [1 / 3, 1 / 3, 1 / 3]])
+        >>> [round(x, 4) for x in confidence(p, "top1").tolist()], confidence(p, "topk", top=2)[0].item()
+        ([0.5, 0.3333], 0.800000011920929)
+        >>> [round(x, 4) for x in confidence(p, "entropy").tolist()]
+        [0.0628, 0.0]
+    """
+    if measure == "top1":
+        return probs.max(dim=-1).values
+    if measure == "topk":
+        return probs.topk(min(top, probs.shape[-1]), dim=-1).values.sum(dim=-1)
+    if measure == "entropy":
+        p = probs.clamp_min(0.0)
+        entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=-1)
+        return (1.0 - entropy / math.log(probs.shape[-1])).clamp(0.0, 1.0)
+    raise ValueError(f"unknown confidence measure {measure!r}; known: {', '.join(CONFIDENCE_MEASURES)}")
+
+
+def gate_values(conf: torch.Tensor, low: float, high: float, power: float = 1.0) -> torch.Tensor:
+    """``clip((conf - low) / (high - low), 0, 1) ** power``: 0 at or below ``low``, 1 at or above ``high``
+    (``low = 0, high = 1``: ``conf ** power``).
+
+    Example:
+        >>> gate_values(torch.tensor([0.1, 0.4, 0.5, 0.9]), 0.2, 0.6).tolist()
+        [0.0, 0.5, 0.75, 1.0]
+    """
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"gate needs 0 <= low < high <= 1, got low={low}, high={high}")
+    if power <= 0:
+        raise ValueError(f"gate power must be > 0, got {power}")
+    return ((conf - low) / (high - low)).clamp(0.0, 1.0) ** power
+
+
+def fuse_gated(heads: torch.Tensor, open_vocab: torch.Tensor, weight: float, gate: torch.Tensor) -> torch.Tensor:
+    """``normalize([sqrt(w) * normalize(heads), sqrt(1 - w) * g * normalize(open_vocab)])`` with ``g`` ``(n,)`` per
+    row: g = 1 is :func:`fuse`, g = 0 is the heads vector alone (padded with zeros). Against an ungated unit vector
+    ``[sqrt(w) h', sqrt(1 - w) o']`` the inner product is ``(w <h, h'> + (1 - w) g <o, o'>) / sqrt(w + (1 - w) g^2)``.
+
+    Example:
+        >>> v = fuse_gated(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 2.0]]), 0.36, torch.tensor([0.0]))
+        >>> [round(x, 4) for x in v[0].tolist()]
+        [0.6, 0.8, 0.0, 0.0]
+    """
+    if gate.shape != (heads.shape[0],):
+        raise ValueError(f"gate must have shape ({heads.shape[0]},), got {tuple(gate.shape)}")
+    fused = fuse(heads, open_vocab, weight)
+    dim = heads.shape[-1]
+    scaled = torch.cat([fused[:, :dim], fused[:, dim:] * gate.to(fused.dtype)[:, None]], dim=-1)
+    return F.normalize(scaled, dim=-1)
+
+
 def center_vectors(vectors: torch.Tensor, mean: torch.Tensor | None) -> torch.Tensor:
     """``normalize(vectors - mean)`` (``mean`` None: just normalise). With ``mean`` the average class-name embedding,
     this removes the component all MiniLM embeddings of short English phrases share, so that unrelated texts and
@@ -205,6 +278,54 @@ def center_vectors(vectors: torch.Tensor, mean: torch.Tensor | None) -> torch.Te
 
 
 @dataclass(frozen=True)
+class GateConfig:
+    """The confidence gate on a photo's ConSE part (:func:`confidence`, :func:`gate_values`).
+
+    Attributes:
+        measure: one of :data:`CONFIDENCE_MEASURES` (``topk`` uses the open-vocabulary ``top``).
+        low: confidence at or below which the photo's ConSE part is off (g = 0).
+        high: confidence at or above which it is fully on (g = 1).
+        power: exponent applied to the clipped ramp.
+    """
+
+    measure: str = "top1"
+    low: float = 0.0
+    high: float = 1.0
+    power: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.measure not in CONFIDENCE_MEASURES:
+            raise ValueError(f"unknown gate measure {self.measure!r}; known: {', '.join(CONFIDENCE_MEASURES)}")
+        gate_values(torch.zeros(1), self.low, self.high, self.power)  # validates the numbers
+
+    def __call__(self, probs: torch.Tensor, top: int) -> torch.Tensor:
+        """The gate ``(n,)`` of photos with class probabilities ``probs`` ``(n, classes)``."""
+        return gate_values(confidence(probs, self.measure, top), self.low, self.high, self.power)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measure": self.measure, "low": self.low, "high": self.high, "power": self.power}
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any] | GateConfig | None) -> GateConfig | None:
+        """None = no gate; a mapping = the defaults updated with its keys (``measure``, ``low``, ``high``,
+        ``power``)."""
+        if value is None or isinstance(value, GateConfig):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"open_vocab gate must be a mapping of settings or null, got {value!r}")
+        known = ("measure", "low", "high", "power")
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown open_vocab gate key(s) {unknown}; known: {', '.join(known)}")
+        return cls(
+            measure=str(value.get("measure", cls.measure)),
+            low=float(value.get("low", cls.low)),
+            high=float(value.get("high", cls.high)),
+            power=float(value.get("power", cls.power)),
+        )
+
+
+@dataclass(frozen=True)
 class OpenVocabConfig:
     """Settings of lumir-mini's open-vocabulary path (chosen on a Flickr8k training holdout; see BENCHMARKS.md).
 
@@ -215,6 +336,7 @@ class OpenVocabConfig:
         center: subtract the mean class-name embedding from both sides (texts and ConSE vectors) before
             normalising (:func:`center_vectors`), which removes the direction every class name and caption shares.
         mirror: average the class probabilities of the photo and its mirror image (False: the photo's alone).
+        gate: the confidence gate on photos' ConSE parts (:class:`GateConfig`), or None (every photo fully on).
     """
 
     weight: float = 0.8
@@ -222,6 +344,7 @@ class OpenVocabConfig:
     templates: tuple[str, ...] = ("a photo of a {}.",)
     center: bool = True
     mirror: bool = False
+    gate: GateConfig | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.weight <= 1.0:
@@ -231,20 +354,24 @@ class OpenVocabConfig:
         class_prompts(["x"], self.templates)  # validates the templates
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form recorded in embedder specs: ``{"weight", "top", "templates", "center", "mirror"}``."""
-        return {
+        """The JSON form recorded in embedder specs: ``{"weight", "top", "templates", "center", "mirror"}``, plus
+        ``"gate"`` when there is one (so ungated specs are those written before the gate existed)."""
+        out: dict[str, Any] = {
             "weight": self.weight,
             "top": self.top,
             "templates": list(self.templates),
             "center": self.center,
             "mirror": self.mirror,
         }
+        if self.gate is not None:
+            out["gate"] = self.gate.to_dict()
+        return out
 
     @classmethod
-    def parse(cls, value: bool | int | Mapping[str, Any] | OpenVocabConfig | None) -> OpenVocabConfig | None:
+    def parse(cls, value: bool | int | str | Mapping[str, Any] | OpenVocabConfig | None) -> OpenVocabConfig | None:
         """An ``open_vocab`` option as settings, or None for off: ``True``/``1`` = the defaults, ``False``/``0``/
-        ``None`` = off, a mapping = the defaults updated with its keys (``weight``, ``top``, ``templates``,
-        ``center``, ``mirror``).
+        ``None`` = off, ``"gated"`` = :data:`GATED_OPEN_VOCAB`, a mapping = the defaults updated with its keys
+        (``weight``, ``top``, ``templates``, ``center``, ``mirror``, ``gate``; no ``gate`` key = no gate).
 
         Example:
             >>> OpenVocabConfig.parse(0) is None, OpenVocabConfig.parse({"top": 5}).top
@@ -256,8 +383,10 @@ class OpenVocabConfig:
             return None
         if value is True or (isinstance(value, int) and value == 1):
             return cls()
+        if value == "gated":
+            return GATED_OPEN_VOCAB
         if isinstance(value, Mapping):
-            known = ("weight", "top", "templates", "center", "mirror")
+            known = ("weight", "top", "templates", "center", "mirror", "gate")
             unknown = sorted(set(value) - set(known))
             if unknown:
                 raise ValueError(f"unknown open_vocab key(s) {unknown}; known: {', '.join(known)}")
@@ -270,5 +399,14 @@ class OpenVocabConfig:
                 templates=tuple(str(t) for t in templates),
                 center=bool(value.get("center", cls.center)),
                 mirror=bool(value.get("mirror", cls.mirror)),
+                gate=GateConfig.parse(value.get("gate")),
             )
-        raise ValueError(f"open_vocab must be true/false (or 1/0) or a mapping of settings, got {value!r}")
+        raise ValueError(f"open_vocab must be true/false (or 1/0), 'gated' or a mapping of settings, got {value!r}")
+
+
+GATED_OPEN_VOCAB = OpenVocabConfig(
+    weight=0.8, top=3, center=False, mirror=True, gate=GateConfig(measure="top1", low=0.0, high=1.0, power=0.5)
+)
+"""The confidence-gated settings (``mini:open_vocab=gated``): rule 3 of ``benchmarks/mini_open_vocab_gate.py`` on
+the training holdouts. Each photo's ConSE part is scaled by the square root of its top-1 ImageNet probability;
+"a photo of a {}.", T = 3, photo + mirror probabilities, not centred, w = 0.8 (BENCHMARKS.md)."""
