@@ -78,9 +78,12 @@ class Progress:
         self.n += n
         if self._bar is not None:
             self._bar.update(n)
-        elif self._show and time.monotonic() - self._last >= LOG_EVERY_SECONDS:
+        elif self._show and not self._finished() and time.monotonic() - self._last >= LOG_EVERY_SECONDS:
             self._last = time.monotonic()
             logger.info("%s: %s", self.desc, self._count())
+
+    def _finished(self) -> bool:
+        return bool(self.total) and self.n >= int(self.total or 0)  # the closing line will say it
 
     def set_postfix(self, **values: Any) -> None:
         """Extra values shown after the count (e.g. ``loss``)."""
