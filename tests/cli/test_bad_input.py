@@ -17,7 +17,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from lumir.cli.main import app
-from lumir.testing.fakes import COLORS, ColorEmbedder
+from lumir.testing.fakes import ColorEmbedder
 
 runner = CliRunner()
 
@@ -31,20 +31,6 @@ def write_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:
     data[16:24] = struct.pack(">II", width, height)
     data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
     path.write_bytes(bytes(data))
-    return path
-
-
-@pytest.fixture()
-def color_jsonl(tmp_path: Path) -> Path:
-    """A lumir jsonl corpus of 8 solid-colour PNG files plus 8 colour captions (16 items)."""
-    (tmp_path / "img").mkdir()
-    lines = []
-    for c, rgb in COLORS.items():
-        Image.new("RGB", (24, 24), rgb).save(tmp_path / "img" / f"{c}.png")
-        lines.append({"id": f"img-{c}", "image": f"img/{c}.png"})
-        lines.append({"id": f"txt-{c}", "text": f"a {c} thing"})
-    path = tmp_path / "corpus.jsonl"
-    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     return path
 
 

@@ -18,23 +18,14 @@ from lumir.errors import DimensionMismatchError, IncompatibleIndexError, Modalit
 from lumir.index import FlatIndex, VectorStore, build_index, open_index
 from lumir.retrieve import DenseRetriever
 from lumir.testing.fakes import COLORS, ColorEmbedder, HashEmbedder
-from lumir.testing.toy import color_image, toy_corpus
+from lumir.testing.toy import color_image, toy_corpus, toy_corpus_files
 from lumir.types import ImageRef, Item, Modality, Query, Role
 
 
 @pytest.fixture
 def color_corpus(tmp_path: Path) -> Corpus:
     """The toy corpus with its images saved as PNG files (index directories store images by path)."""
-    img_dir = tmp_path / "images"
-    img_dir.mkdir()
-    items = []
-    for it in toy_corpus():
-        if it.image is not None:
-            path = img_dir / f"{it.id}.png"
-            color_image(it.id.removeprefix("img-")).save(path)
-            it = Item(it.id, image=ImageRef(path), meta=dict(it.meta))
-        items.append(it)
-    return Corpus(items)
+    return toy_corpus_files(tmp_path / "images")
 
 
 def search(store: VectorStore, queries: Sequence[Query], k: int, modality: str | Modality | None = None) -> Rankings:

@@ -12,8 +12,7 @@ from lumir.index import build_index
 from lumir.models.chat.cache import CachedChatModel
 from lumir.pipeline import PipelineSpec, build_pipeline, load_stages
 from lumir.testing.fakes import ColorEmbedder
-from lumir.testing.toy import color_image, toy_corpus
-from lumir.types import ImageRef, Item
+from lumir.testing.toy import toy_corpus, toy_corpus_files
 
 
 def test_spec_file_round_trip_and_unknown_keys_name_the_file(tmp_path: Path) -> None:
@@ -37,16 +36,7 @@ def test_spec_file_round_trip_and_unknown_keys_name_the_file(tmp_path: Path) -> 
 
 
 def test_build_over_an_index_directory_and_over_a_corpus(tmp_path: Path) -> None:
-    items = []
-    for it in toy_corpus():
-        if it.image is not None:
-            path = tmp_path / f"{it.id}.png"
-            color_image(it.id.removeprefix("img-")).save(path)
-            it = Item(it.id, image=ImageRef(path), meta=dict(it.meta))
-        items.append(it)
-    from lumir.collections import Corpus
-
-    build_index(Corpus(items), ColorEmbedder(), tmp_path / "idx", show_progress=False)
+    build_index(toy_corpus_files(tmp_path / "images"), ColorEmbedder(), tmp_path / "idx", show_progress=False)
     over_index = build_pipeline({"index": str(tmp_path / "idx"), "candidate_modality": "image", "k": 4})
     assert over_index.search("red", k=2)[0].id == "img-red"
     over_corpus = build_pipeline(PipelineSpec(embedder="color", k=4), corpus=toy_corpus())
