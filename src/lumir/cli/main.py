@@ -222,10 +222,6 @@ def search(
             **_stage_specs(rerank, rewrite),
         )
         qs = build_queries(text or [], image, queries, instruction)
-        if spec.device and spec.embedder is None:
-            from lumir.index import open_index
-
-            spec = spec.replace(embedder=open_index(index_dir).config["embedder"])
         pipe = build_pipeline(spec)
         out = pipe.run(qs)
         rankings = out.final.top(k)

@@ -7,7 +7,6 @@ rank) and wall times, plus the configuration and library versions, so a result f
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
@@ -22,16 +21,13 @@ from lumir.eval.result import EvalResult
 from lumir.eval.tasks import load_tasks
 from lumir.io.trec import check_qrels, write_run
 from lumir.pipeline import Pipeline, PipelineSpec, Stages, build_pipeline, load_stages
+from lumir.pipeline.spec import slug
 from lumir.protocols import Embedder, Retriever
 
 __all__ = ["EVAL_FORMAT_VERSION", "System", "evaluate", "evaluate_task"]
 
 logger = logging.getLogger(__name__)
 EVAL_FORMAT_VERSION = 1
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
 def evaluate_task(
@@ -70,7 +66,7 @@ def evaluate_task(
         if rankings.meta.get("short_rankings"):  # an approximate index returned fewer than k hits
             stages[stage]["short_rankings"] = int(rankings.meta["short_rankings"])
         if run_dir is not None:
-            write_run(Path(run_dir) / f"{_slug(task.name)}.{stage}.trec", rankings, run_name=f"lumir-{stage}")
+            write_run(Path(run_dir) / f"{slug(task.name)}.{stage}.trec", rankings, run_name=f"lumir-{stage}")
     entry: dict[str, Any] = {
         "num_queries": len(task.queries),
         "num_candidates": len(task.corpus),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -251,16 +252,23 @@ def build_pipeline(
         from lumir.index import open_index
 
         store = open_index(spec.index, embedder=stages.embedder)
-        retriever = DenseRetriever.from_store(store, candidate_modality=modality, batch_size=spec.batch_size)
+        embedder = stages.embedder
+        if embedder is None:  # the index's own embedder, on the spec's device when one is named
+            from lumir.embed import load_embedder
+
+            runtime = {"device": spec.device} if spec.device else {}
+            embedder = load_embedder(store.config["embedder"], **runtime)
+        retriever = DenseRetriever(
+            embedder, store.index, store.corpus, candidate_modality=modality, batch_size=spec.batch_size
+        )
     else:
         raise ValueError("a pipeline needs an index directory (index: DIR) or a corpus to embed (with embedder:)")
     k = spec.k if stages.reranker is None else max(spec.k, stages.reranker.k)
     return Pipeline(retriever, rewriter=stages.rewriter, reranker=stages.reranker, k=k, spec=spec)
 
 
-def _slug(name: str) -> str:
-    import re
-
+def slug(name: str) -> str:
+    """A file-name-safe form of a task or corpus name (``toy/t2i`` -> ``toy_t2i``)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
@@ -273,7 +281,7 @@ def _corpus_retriever(spec: PipelineSpec, corpus: Corpus, embedder: Embedder, na
         return DenseRetriever.from_corpus(corpus, embedder, batch_size=spec.batch_size, candidate_modality=modality)
     from lumir.index import build_index, open_index
 
-    path = Path(spec.index_cache or ".lumir-cache") / _slug(name)
+    path = Path(spec.index_cache or ".lumir-cache") / slug(name)
     store = None
     if (path / "lumir.json").is_file():
         store = open_index(path, embedder=embedder)

@@ -22,7 +22,7 @@ import numpy as np
 
 from lumir.collections import Corpus, Rankings
 from lumir.errors import ModalityError, with_cli_message
-from lumir.models.chat.cache import resolve_chat_model
+from lumir.models.chat.cache import CachedChatModel, resolve_chat_model
 from lumir.protocols import ChatModel, Conversation
 from lumir.rerank.fusion import FusionConfig, fuse_scores
 from lumir.rerank.prompts import split_template
@@ -186,8 +186,6 @@ def apply_rerank(
     cached rerun makes none); when ``chat`` is a :class:`~lumir.models.chat.cache.CachedChatModel`, its hits and
     misses are added too (``cache_hits``, ``cache_misses``).
     """
-    from lumir.models.chat.cache import CachedChatModel
-
     if k < 1:
         raise ValueError(f"rerank k must be >= 1, got {k}")
     by_id = {q.id: q for q in queries}
