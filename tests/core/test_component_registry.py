@@ -125,6 +125,8 @@ COMPONENT_CASES: dict[tuple[str, str], Case] = {
     ("reranker", "yes-no"): lambda _: {"type": "yes-no", "llm": _scripted(), "alpha": 0.2, "normalize": "minmax"},
     ("reranker", "listwise"): lambda _: {"type": "listwise", "llm": _scripted(), "window": 3},
     ("rewriter", "template"): lambda _: "template:a photo of {text}",
+    ("rewriter", "llm"): lambda _: {"type": "llms-rewrite", "llm": _scripted(), "similarity": "color"},
+    ("rewriter", "trained"): lambda tmp: f"trained:{_tiny_lm(tmp)},max_new_tokens=8,llm_cache={tmp / 'c.sqlite'}",
     ("augmenter", "captioner"): lambda _: {"type": "captioner", "models": {"v": _scripted()}, "max_new_tokens": 9},
     ("augmenter", "paraphraser"): lambda _: {"type": "paraphrase", "models": ["smollm2"], "max_new_tokens": 12},
     ("augmenter", "knowledge"): lambda _: {"type": "knowledge", "llm": _scripted(), "max_retries": 1},
@@ -231,4 +233,5 @@ def test_source_spec_round_trip(name: str, tmp_path: Path) -> None:
 
 def test_recipe_kinds_resolve_to_runners() -> None:
     recipes = REGISTRIES["recipe"]
-    assert recipes.names() == ["mini"] and callable(recipes.load("mini"))
+    assert recipes.names() == ["mini", "rewriter"]
+    assert all(callable(recipes.load(name)) for name in recipes.names())

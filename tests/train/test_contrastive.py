@@ -236,3 +236,26 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="other train settings"):
         ContrastiveTrainer(q, c, data, _config(epochs=1, lr=0.5), tmp_path).train(show_progress=False)
     ContrastiveTrainer(q, c, data, _config(epochs=1, lr=0.5), tmp_path).train(resume=False, show_progress=False)
+
+
+# --- MGQRe §3.5: random query rewriting ---------------------------------------------------------------------------
+
+
+def test_rewrite_p_swaps_queries_for_their_cached_rewrites(tmp_path: Path) -> None:
+    data = _paired_data()
+    rewritten = torch.full_like(data.queries, 7.0)
+    has = torch.arange(len(data.queries)) % 2 == 0  # only even queries have a rewrite
+    data = ContrastiveData(data.queries, data.candidates, data.positives, rewritten=rewritten, has_rewrite=has)
+    batch, g = torch.arange(len(data.queries)), torch.Generator().manual_seed(0)
+    always = ContrastiveTrainer(*_heads(data), data, _config(rewrite_p=1.0), tmp_path / "a")
+    feats = always._query_features(batch, g)
+    assert torch.equal(feats[has], rewritten[has]) and torch.equal(feats[~has], data.queries[~has])
+    never = ContrastiveTrainer(*_heads(data), data, _config(rewrite_p=0.0), tmp_path / "n")
+    assert torch.equal(never._query_features(batch, g), data.queries)
+    some = ContrastiveTrainer(*_heads(data), data, _config(rewrite_p=0.6), tmp_path / "s")
+    swapped = (some._query_features(batch, g) == 7.0).all(dim=1)
+    assert not swapped[~has].any() and 0.4 < swapped[has].float().mean() < 0.8
+    with pytest.raises(ValueError, match="rewrite_p"):
+        _config(rewrite_p=1.5)
+    with pytest.raises(ValueError, match="rewritten must match"):
+        ContrastiveData(data.queries, data.candidates, data.positives, rewritten=rewritten[:3])

@@ -251,3 +251,21 @@ def test_tiny_vlm_captions_train_through_the_recipe(tiny_flickr8k: Path, tmp_pat
     aug = json.loads((result.model_dir / "config.json").read_text())["meta"]["augmentation"]
     assert aug["kinds"] == ["mllm-caption"] and aug["used"] == usable and aug["pairs"] == 60 + usable
     assert set(aug["by_model"]) <= {"llava-0", "llava-1"}
+
+
+def test_cached_rewrites_replace_training_captions(tiny_flickr8k: Path, tmp_path: Path) -> None:
+    from lumir.data.flickr8k import load_flickr8k
+
+    _, captions = load_flickr8k(tiny_flickr8k / "flickr8k", "train_tiny")
+    path = tmp_path / "rewrites.jsonl"
+    rows = [{"id": c.id, "text": f"a clear photo: {c.text}", "original": c.text} for c in captions[:20]]
+    rows.append({"id": captions[20].id, "text": captions[20].text, "original": captions[20].text, "fallback": "echo"})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = apply_overrides(_tiny_recipe(tmp_path), [f"data.rewrites={{path: {path}, p: 0.6}}"])
+    result = run_recipe(recipe, data=tiny_flickr8k, show_progress=False)
+    meta = json.loads((result.model_dir / "config.json").read_text())["meta"]
+    assert meta["rewriting"] == {"path": str(path), "records": 21, "captions_with_rewrite": 20, "p": 0.6}
+    assert sum(p.name.startswith("rewrites-") for p in (tmp_path / "features").iterdir()) == 1
+    path.write_text("not json\n")
+    with pytest.raises(DataFormatError, match="line 1"):
+        run_recipe(apply_overrides(recipe, [f"output_dir={tmp_path / 'r3'}"]), data=tiny_flickr8k, show_progress=False)

@@ -48,7 +48,11 @@ RerankOpt = Annotated[
 ]
 RewriteOpt = Annotated[
     str | None,
-    typer.Option("--rewrite", help="Query rewriter spec, e.g. 'template:a photo of {text}' (`lumir list rewriter`)."),
+    typer.Option(
+        "--rewrite",
+        help="Query rewriter spec, e.g. 'template:a photo of {text}', llm:smollm2, trained:RUN_DIR "
+        "(`lumir list rewriter`).",
+    ),
 ]
 LlmCacheOpt = Annotated[
     Path | None, typer.Option("--llm-cache", help="SQLite cache of LLM calls (default $LUMIR_HOME/llm-cache.sqlite).")
@@ -372,11 +376,13 @@ def list_(
 def _add_subcommands() -> None:
     from lumir.cli.augment import augment_app
     from lumir.cli.demo import demo
+    from lumir.cli.rewrite import rewrite
     from lumir.cli.train import train_app
 
     app.add_typer(train_app, name="train")
     app.add_typer(augment_app, name="augment")
     app.command("demo")(demo)
+    app.command("rewrite")(rewrite)
 
 
 _add_subcommands()

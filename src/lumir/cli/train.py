@@ -39,3 +39,51 @@ def embedder(
     for key, value in result.validation.items():
         typer.echo(f"  {key}: {value:.2f}")
     typer.echo(f"model: {result.model_dir}\nuse it: lumir eval flickr8k --embedder mini:{result.model_dir}")
+
+
+@train_app.command("rewriter")
+def rewriter(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/rewriter/sft.yaml.")],
+    stage: Annotated[
+        str | None, typer.Option(help="MGQRe stage: sft, pro, ppo or grpo (default: the recipe's own).")
+    ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=2 (repeatable).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
+) -> None:
+    """Train a query rewriter (MGQRe SFT → PRO → PPO) from a recipe; prints where the model went and how to use it."""
+    from lumir.train.rewriter.run import run_rewriter_recipe
+
+    with cli_errors():
+        result = run_rewriter_recipe(
+            config, stage=stage, overrides=set_ or [], profile=profile, output_dir=output, resume=resume
+        )
+    m = result.metrics
+    line = f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s"
+    if isinstance(m.get("train_loss"), (int, float)):
+        line += f"; final loss {m['train_loss']:.4f}"
+    if isinstance(m.get("eval_loss"), (int, float)):
+        line += f", holdout loss {m['eval_loss']:.4f}"
+    typer.echo(line)
+    for key, value in m.items():  # holdout accuracies (PRO's top1/pair_acc, SFT's token accuracy), not counters
+        if key.startswith("eval_") and ("acc" in key or "top1" in key) and isinstance(value, float):
+            typer.echo(f"  {key}: {value:.4f}")
+    typer.echo(
+        f"model: {result.model_dir}\nlog: {result.log_path}\n"
+        f"use it: lumir eval flickr8k --embedder mini --rewrite trained:{result.model_dir}"
+    )
+    from lumir.rewrite.artifact import read_manifest
+
+    follow = {"sft": "pro", "pro": "ppo"}.get(str((read_manifest(result.model_dir) or {}).get("stage")))
+    if follow:
+        typer.echo(
+            f"next stage: lumir train rewriter --config recipes/rewriter/{follow}.yaml "
+            f"--set model.init={result.model_dir}"
+        )

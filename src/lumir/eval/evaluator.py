@@ -21,10 +21,11 @@ from lumir.eval.result import EvalResult
 from lumir.eval.tasks import load_tasks
 from lumir.io.trec import check_qrels, write_run
 from lumir.pipeline import Pipeline, PipelineSpec, Stages, build_pipeline, load_stages
+from lumir.pipeline.core import REWRITE, PipelineOutput
 from lumir.pipeline.spec import slug
-from lumir.protocols import Embedder, Retriever
+from lumir.protocols import Embedder, Retriever, Rewriter
 
-__all__ = ["EVAL_FORMAT_VERSION", "System", "evaluate", "evaluate_task"]
+__all__ = ["EVAL_FORMAT_VERSION", "System", "evaluate", "evaluate_task", "rewrite_stats"]
 
 logger = logging.getLogger(__name__)
 EVAL_FORMAT_VERSION = 1
@@ -73,11 +74,40 @@ def evaluate_task(
         "stages": stages,
         "timings": {name: round(s, 4) for name, s in out.seconds.items()},
     }
+    if REWRITE in out.seconds:  # the rewrite stage's cost and counters (fallbacks by reason, model calls)
+        entry["rewrite_ms_per_query"] = round(1000 * out.seconds[REWRITE] / max(1, len(task.queries)), 3)
+        entry["rewrite_stats"] = rewrite_stats(out, pipeline.rewriter)
     if out.rewrites:  # what each rewritten query became (the rewrite stage's output)
         entry["rewrites"] = out.rewrites
     if any(dropped.values()):
         entry["qrels_dropped"] = dropped
     return entry
+
+
+def rewrite_stats(out: PipelineOutput, rewriter: Rewriter | None) -> dict[str, Any]:
+    """Counters of one run's rewrite stage: queries, rewritten, fallbacks by reason (from each query's
+    ``meta["rewrite"]``, so any rewriter that records ``fallback`` is counted) and, for an LLM rewriter, its own
+    counters of that run (model calls, cache hits, ...).
+
+    Example:
+        >>> from lumir.types import Query
+        >>> q = Query("q1", text="a dog", meta={"rewrite": {"original": "a dog", "fallback": "echo"}})
+        >>> rewrite_stats(PipelineOutput([q], {}, {}, [q]), None)
+        {'queries': 1, 'rewritten': 0, 'fallbacks': {'echo': 1}}
+    """
+    from collections import Counter
+
+    from lumir.rewrite.base import LLMRewriter
+
+    reasons = Counter(
+        str(q.meta["rewrite"]["fallback"])
+        for q in out.queries
+        if isinstance(q.meta.get("rewrite"), Mapping) and q.meta["rewrite"].get("fallback")
+    )
+    stats: dict[str, Any] = {"queries": len(out.queries), "rewritten": len(out.rewrites), "fallbacks": dict(reasons)}
+    if isinstance(rewriter, LLMRewriter):
+        stats.update(rewriter.last_stats.to_dict())
+    return stats
 
 
 System = PipelineSpec | Mapping[str, Any] | str | Path | Embedder | Retriever

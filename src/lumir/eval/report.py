@@ -200,7 +200,8 @@ def markdown_table(result: Mapping[str, Any]) -> str:
 
 
 def stage_summary(result: Mapping[str, Any]) -> str:
-    """One line per task and stage: latency per query and, for reranked stages, the reranker's counters.
+    """One line per task and stage: latency per query and, for reranked stages, the reranker's counters (a task
+    that rewrote its queries gets a ``rewrite`` line first: its cost and fallbacks).
 
     Example:
         >>> r = {"format": "lumir-eval", "format_version": 1, "tasks": {"t": {"stages": {
@@ -212,7 +213,13 @@ def stage_summary(result: Mapping[str, Any]) -> str:
         - t / reranked: 20.0 ms/query; candidates 40, prompts 40, parse_failures 0
     """
     lines = []
+    seen: set[str] = set()
     for task_name, stage_name, body, _ in _rows(result):
+        if task_name not in seen:
+            seen.add(task_name)
+            rewrite = _rewrite_line(task_name, result["tasks"][task_name])
+            if rewrite:
+                lines.append(rewrite)
         ms = body.get("ms_per_query")
         line = f"- {task_name} / {stage_name}: " + (f"{ms:.1f} ms/query" if isinstance(ms, (int, float)) else "-")
         counters = body.get("rerank")
@@ -220,6 +227,22 @@ def stage_summary(result: Mapping[str, Any]) -> str:
             line += "; " + ", ".join(f"{k} {v}" for k, v in counters.items() if v not in (None, {}))
         lines.append(line)
     return "\n".join(lines)
+
+
+def _rewrite_line(task_name: str, task: Mapping[str, Any]) -> str | None:
+    """``- t / rewrite: 12.0 ms/query; rewritten 8/10, fallbacks echo 1, too_long 1, model_calls 1`` (or None)."""
+    ms = task.get("rewrite_ms_per_query")
+    if not isinstance(ms, (int, float)):
+        return None
+    stats = task.get("rewrite_stats") if isinstance(task.get("rewrite_stats"), Mapping) else {}
+    line = f"- {task_name} / rewrite: {ms:.1f} ms/query"
+    if stats:
+        line += f"; rewritten {stats.get('rewritten', 0)}/{stats.get('queries', 0)}"
+        fallbacks = stats.get("fallbacks") or {}
+        line += ", fallbacks " + (", ".join(f"{k} {v}" for k, v in fallbacks.items()) if fallbacks else "0")
+        if "model_calls" in stats:
+            line += f", model_calls {stats['model_calls']}"
+    return line
 
 
 def _escape(text: str) -> str:

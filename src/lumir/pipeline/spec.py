@@ -174,12 +174,24 @@ def _llm_stage(kind: str, spec: str | Mapping[str, Any], cache: Path | None) -> 
 
     registry = REGISTRIES[kind]
     options = registry.normalize(spec)
-    if cache is not None and "llm" in options and "llm_cache" not in options:
-        llm = options["llm"]
-        named_cache = isinstance(llm, Mapping) and llm.get("type") == "cached"
-        if not named_cache:
+    if cache is not None and "llm_cache" not in options:
+        if "llm" in options:
+            llm = options["llm"]
+            if not (isinstance(llm, Mapping) and llm.get("type") == "cached"):
+                options["llm_cache"] = str(cache)
+        elif _takes_llm_cache(registry.load(options["type"])):  # a stage that owns its model (trained rewriter)
             options["llm_cache"] = str(cache)
     return registry.build(options)
+
+
+def _takes_llm_cache(factory: Any) -> bool:
+    """Whether a component factory names an ``llm_cache`` parameter."""
+    import inspect
+
+    try:
+        return "llm_cache" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass

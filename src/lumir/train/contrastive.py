@@ -59,6 +59,8 @@ class ContrastiveConfig:
         grad_clip: max gradient norm (None: no clipping).
         drop_last: drop an epoch's trailing batches that are not full (tiny batches have few negatives and
             near-zero loss); kept when no batch would be full.
+        rewrite_p: MGQRe §3.5 random query rewriting: each step, each query that has a cached rewrite
+            (``ContrastiveData.rewritten``) is replaced by it with this probability (the paper uses 0.6).
     """
 
     epochs: int = 10
@@ -74,6 +76,7 @@ class ContrastiveConfig:
     log_every: int = 10
     grad_clip: float | None = None
     drop_last: bool = True
+    rewrite_p: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -82,6 +85,8 @@ class ContrastiveConfig:
             raise ValueError(f"view_sampling must be 'random' or 'first', got {self.view_sampling!r}")
         if not (self.lr > 0 and self.temperature > 0):
             raise ValueError("lr and temperature must be positive")
+        if not 0.0 <= self.rewrite_p <= 1.0:
+            raise ValueError(f"rewrite_p must be in [0, 1], got {self.rewrite_p}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ContrastiveConfig:
@@ -102,12 +107,16 @@ class ContrastiveData:
         candidates: ``(n_candidates, n_views, d_c)`` candidate features (e.g. image and mirror image).
         positives: ``(n_queries,)`` index of each query's positive candidate.
         hard_negatives: optional ``(n_queries, n_neg)`` candidate indices of each query's hard negatives.
+        rewritten: optional ``(n_queries, d_q)`` features of each query's rewrite, made once by a frozen rewriter
+            (MGQRe §3.5); ``has_rewrite`` ``(n_queries,)`` marks the queries that have one.
     """
 
     queries: torch.Tensor
     candidates: torch.Tensor
     positives: torch.Tensor
     hard_negatives: torch.Tensor | None = None
+    rewritten: torch.Tensor | None = None
+    has_rewrite: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.candidates.ndim == 2:
@@ -119,6 +128,13 @@ class ContrastiveData:
             raise ValueError("positives index candidates out of range")
         if self.hard_negatives is not None and (self.hard_negatives.ndim != 2 or self.hard_negatives.shape[0] != n):
             raise ValueError(f"hard_negatives must be (n_queries={n}, n_neg), got {tuple(self.hard_negatives.shape)}")
+        if self.rewritten is not None:
+            if self.rewritten.shape != self.queries.shape:
+                raise ValueError(
+                    f"rewritten must match queries {tuple(self.queries.shape)}, got {tuple(self.rewritten.shape)}"
+                )
+            if self.has_rewrite is None:
+                self.has_rewrite = torch.ones(n, dtype=torch.bool)
 
 
 @dataclass
@@ -213,6 +229,7 @@ class ContrastiveTrainer:
         self.total_steps = self.steps_per_epoch * config.epochs
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=config.lr)
         self.step = 0
+        self.rewritten_seen = 0  # queries replaced by their rewrite so far (this process)
         self.epoch = 0
 
     # ---------------------------------------------------------------- setup
@@ -307,9 +324,18 @@ class ContrastiveTrainer:
         pick = torch.randint(views, feats.shape[:-2], generator=generator)
         return torch.gather(feats, -2, pick[..., None, None].expand(*feats.shape[:-2], 1, feats.shape[-1])).squeeze(-2)
 
+    def _query_features(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The batch's query features, each swapped for its cached rewrite with probability ``rewrite_p``."""
+        feats = self.data.queries[batch]
+        if self.config.rewrite_p <= 0 or self.data.rewritten is None or self.data.has_rewrite is None:
+            return feats
+        swap = (torch.rand(len(batch), generator=generator) < self.config.rewrite_p) & self.data.has_rewrite[batch]
+        self.rewritten_seen += int(swap.sum())
+        return torch.where(swap[:, None], self.data.rewritten[batch], feats)
+
     def compute_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Symmetric InfoNCE of one batch of query indices (in-batch plus optional hard negatives)."""
-        q = self.query_head(self.data.queries[batch])
+        q = self.query_head(self._query_features(batch, generator))
         c = self.candidate_head(self._candidate_features(self.data.positives[batch], generator))
         hard = None
         if self.data.hard_negatives is not None:

@@ -4,7 +4,8 @@ Recipe blocks (see ``recipes/mini/flickr8k.yaml``)::
 
     kind: mini
     data:     {dataset: flickr8k, root: null, split: train_4k, holdout: 0,
-               augmented: [runs/aug/paraphrase.jsonl], require_complete: true, scale_epochs: true}
+               augmented: [runs/aug/paraphrase.jsonl], require_complete: true, scale_epochs: true,
+               rewrites: {path: runs/rewriter/train_rewrites.jsonl, p: 0.6}}
     features: {cache_dir: runs/mini/features, views: [original, mirror, zoom, zoom_mirror]}
     model:    {dim: 256, mirror: true,
                image_head: {kind: linear, parts: [head, stage4, stage5, stage6], input_dropout: 0.7},
@@ -22,6 +23,9 @@ captions or LLM paraphrases, one record per (caption or photo, model)): each usa
 training pair with its photo (MLLM-augmented captions §3.4), and with ``scale_epochs`` the epoch count is scaled
 by 1/k, k = all pairs / raw pairs, so training costs what the raw baseline costs (:func:`scaled_epochs`).
 Validation on the holdout always uses raw captions only.
+
+``rewrites`` is MGQRe §3.5: the captions' rewrites, made once by a frozen rewriter (``lumir rewrite``) and cached as
+features; every step each caption is replaced by its rewrite with probability ``p`` (paper: 0.6).
 """
 
 from __future__ import annotations
@@ -191,9 +195,43 @@ def load_augmented_captions(
 
 _KEYS = {
     "recipe": {"kind", "data", "features", "model", "train", "output_dir", "source", "name", "description"},
-    "data": {"dataset", "root", "split", "holdout", "augmented", "require_complete", "scale_epochs"},
+    "data": {"dataset", "root", "split", "holdout", "augmented", "require_complete", "scale_epochs", "rewrites"},
     "features": {"cache_dir", "views", "mirror"},
 }
+
+
+def load_rewrite_features(
+    rewrites: Mapping[str, Any], captions: Sequence[Item], cache_dir: Path
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Features of cached caption rewrites (MGQRe §3.5): ``(features (n, d), has_rewrite (n,), summary)``.
+
+    ``rewrites.path`` is a ``lumir rewrite`` output (jsonl ``{"id", "text", "original", ...}``) made once by the
+    frozen rewriter; a caption has a rewrite when its id is there with a text that differs from the caption.
+
+    Raises:
+        DataFormatError: a line is not a rewrite record (naming the file and line).
+    """
+    from lumir.io.jsonl import iter_jsonl
+
+    path = Path(rewrites["path"])
+    by_id: dict[str, str] = {}
+    for lineno, row in iter_jsonl(path):
+        if not isinstance(row.get("id"), str) or not isinstance(row.get("text"), str):
+            raise DataFormatError("a rewrite record needs string 'id' and 'text'", path=path, line=lineno)
+        by_id[row["id"]] = row["text"]
+    have = [c for c in captions if by_id.get(c.id, "").strip() and by_id[c.id] != c.text]
+    features = torch.zeros(len(captions), TEXT_FEATURE_DIM)
+    has = torch.zeros(len(captions), dtype=torch.bool)
+    if have:
+        items = [Item(c.id, text=by_id[c.id]) for c in have]
+        digest = hashlib.sha256("\n".join(f"{it.id}\t{it.text}" for it in items).encode()).hexdigest()[:12]
+        cache = cache_text_features(items, cache_dir / f"rewrites-{digest}")
+        row = {c.id: i for i, c in enumerate(captions)}
+        idx = torch.tensor([row[c.id] for c in have])
+        features[idx] = torch.from_numpy(np.array(cache.features[:, 0]))
+        has[idx] = True
+    summary = {"path": str(path), "records": len(by_id), "captions_with_rewrite": int(has.sum())}
+    return features, has, summary
 
 
 def _check_keys(recipe: Mapping[str, Any], data_cfg: Mapping[str, Any], feat_cfg: Mapping[str, Any]) -> None:
@@ -249,6 +287,13 @@ def train_mini(
     n_train = len(images) - holdout
     in_train = positives < n_train
     train_txt, train_pos = txt_feats[in_train], positives[in_train]
+    rewritten = has_rewrite = None
+    rewriting: dict[str, Any] = {}
+    if data_cfg.get("rewrites"):
+        all_rw, all_has, rewriting = load_rewrite_features(data_cfg["rewrites"], captions, cache_dir)
+        rewritten, has_rewrite = all_rw[in_train], all_has[in_train]
+        config = replace(config, rewrite_p=float(data_cfg["rewrites"].get("p", 0.6)))
+        rewriting["p"] = config.rewrite_p
     augmentation: dict[str, Any] = {}
     if data_cfg.get("augmented"):
         extra, augmentation = load_augmented_captions(
@@ -268,7 +313,13 @@ def train_mini(
             scaled = scaled_epochs(config.epochs, raw_pairs, total_pairs)
             augmentation.update(epochs_raw=config.epochs, epochs=scaled)
             config = replace(config, epochs=scaled)
-    train_data = ContrastiveData(train_txt, img_feats[:n_train], train_pos)
+    if rewritten is not None and has_rewrite is not None and len(train_txt) > len(rewritten):  # augmented rows
+        extra_rows = len(train_txt) - len(rewritten)
+        rewritten = torch.cat([rewritten, torch.zeros(extra_rows, rewritten.shape[1])])
+        has_rewrite = torch.cat([has_rewrite, torch.zeros(extra_rows, dtype=torch.bool)])
+    train_data = ContrastiveData(
+        train_txt, img_feats[:n_train], train_pos, rewritten=rewritten, has_rewrite=has_rewrite
+    )
 
     torch.manual_seed(config.seed)
     heads = build_mini_heads(recipe.get("model", {}))
@@ -294,6 +345,7 @@ def train_mini(
         "recipe": dict(recipe),
         "data": {"dataset": "flickr8k", "split": split, "images": n_train, "captions": int(in_train.sum())},
         "augmentation": augmentation,
+        "rewriting": rewriting,
         "training": {
             "steps": summary.steps,
             "epochs": summary.epochs,

@@ -2,7 +2,8 @@
 
 A recipe is a mapping with a ``kind`` (which trainer runs it) and that trainer's blocks. Command-line overrides use
 dotted keys (``--set train.epochs=5``) and are recorded with the resolved recipe in the run's output folder; the file
-itself is never rewritten.
+itself is never rewritten. A recipe may also hold named ``profiles:`` of dotted overrides (``profiles: {cpu:
+{train.epochs: 2}}``), applied by ``--profile NAME`` before any ``--set``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import yaml
 
 from lumir.errors import DataFormatError
 
-__all__ = ["apply_overrides", "load_recipe", "run_recipe"]
+__all__ = ["apply_overrides", "apply_profile", "load_recipe", "run_recipe"]
 
 
 def _kinds() -> list[str]:
@@ -57,20 +58,55 @@ def apply_overrides(recipe: Mapping[str, Any], overrides: Sequence[str]) -> dict
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ValueError(f"override {item!r} must look like 'section.key=value'")
-        node: dict[str, Any] = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"override {item!r}: {part!r} is not a section")
-            node = child
-        node[leaf] = yaml.safe_load(raw)
+        _set_dotted(out, key, yaml.safe_load(raw), what=f"override {item!r}")
     return out
 
 
-def run_recipe(recipe: Mapping[str, Any] | str | Path, overrides: Sequence[str] = (), **options: Any) -> Any:
-    """Load (if a path), override and run a recipe with the runner for its ``kind``."""
+def _set_dotted(out: dict[str, Any], key: str, value: Any, *, what: str) -> None:
+    node = out
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ValueError(f"{what}: {part!r} is not a section")
+        node = child
+    node[leaf] = copy.deepcopy(value)
+
+
+def apply_profile(recipe: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """Return a copy of ``recipe`` with its ``profiles[name]`` dotted overrides applied (values as written).
+
+    Raises:
+        ValueError: the recipe has no profile ``name`` (naming those it has), or a profile is not a mapping.
+
+    Example:
+        >>> apply_profile({"train": {"epochs": 10}, "profiles": {"cpu": {"train.epochs": 2}}}, "cpu")["train"]
+        {'epochs': 2}
+    """
+    profiles = recipe.get("profiles") or {}
+    if not isinstance(profiles, Mapping) or name not in profiles:
+        known = sorted(profiles) if isinstance(profiles, Mapping) else []
+        raise ValueError(f"recipe has no profile {name!r}; its profiles: {known}")
+    values = profiles[name]
+    if not isinstance(values, Mapping):
+        raise ValueError(f"profile {name!r} must be a mapping of dotted keys to values, got {type(values).__name__}")
+    out = copy.deepcopy(dict(recipe))
+    for key, value in values.items():
+        _set_dotted(out, str(key), value, what=f"profile {name!r} key {key!r}")
+    return out
+
+
+def run_recipe(
+    recipe: Mapping[str, Any] | str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    profile: str | None = None,
+    **options: Any,
+) -> Any:
+    """Load (if a path), apply ``profile`` then ``overrides``, and run a recipe with the runner for its ``kind``."""
     loaded = load_recipe(recipe) if isinstance(recipe, (str, Path)) else dict(recipe)
+    if profile:
+        loaded = apply_profile(loaded, profile)
     resolved = apply_overrides(loaded, overrides)
     from lumir.registry import RECIPES
 
