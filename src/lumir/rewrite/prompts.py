@@ -131,8 +131,7 @@ TRAINED = RewritePrompt(
     version="mgqre-rewriter/1",
     system="",
     user=(
-        "Rewrite this image search query so that a text-to-image search engine finds the right photo.\n"
-        "Query: {query}"
+        "Rewrite this image search query so that a text-to-image search engine finds the right photo.\nQuery: {query}"
     ),
 )
 """The one prompt of trained rewriters: SFT, PRO and PPO train on it and :class:`TrainedRewriter` generates with it
