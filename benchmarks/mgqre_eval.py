@@ -40,7 +40,7 @@ from lumir.types import Query
 HOLDOUT_FROM = 3500  # train_4k[3500:] is the holdout (mgqre_pairs.py builds pairs from train_4k[:3500])
 
 
-def tasks(split: str, captions: str) -> list[RetrievalTask]:
+def tasks(split: str, captions: str, limit: int | None = None) -> list[RetrievalTask]:
     root = default_data_root() / "flickr8k"
     if split == "test":
         images, caps = load_flickr8k(root, "test_1k")
@@ -53,7 +53,8 @@ def tasks(split: str, captions: str) -> list[RetrievalTask]:
     if captions == "first":
         seen: set[str] = set()
         queries = [c for c in caps if not (c.meta["image"] in seen or seen.add(c.meta["image"]))]  # type: ignore[func-returns-value]
-    meta: dict[str, object] = {"source": "flickr8k", "split": split, "captions": captions}
+    queries = queries[:limit] if limit else queries
+    meta: dict[str, object] = {"source": "flickr8k", "split": split, "captions": captions, "limit": limit}
     t2i = image_text_tasks(f"flickr8k-{split}", images, queries, meta)[0]
     i2t = image_text_tasks(f"flickr8k-{split}", images, caps, meta)[1]
     return [t2i, i2t]
@@ -88,13 +89,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", choices=["holdout", "test"], required=True)
     p.add_argument("--captions", choices=["first", "all"], default="first")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N text→image queries")
     p.add_argument("--rewriter", default=None, help="rewriter spec (llm:..., trained:PATH); none = original queries")
     p.add_argument("--embedder", default="mini")
     p.add_argument("--name", required=True)
     p.add_argument("--samples", type=int, default=20)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    task_list = tasks(args.split, args.captions)
+    task_list = tasks(args.split, args.captions, args.limit)
     spec = PipelineSpec(embedder=args.embedder, rewriter=args.rewriter, k=100, name=args.name)
     t0 = time.perf_counter()
     result = evaluate(

@@ -45,12 +45,14 @@ class FunctionChat:
 
     def __init__(self, reply: Callable[[str, int], str]) -> None:
         self.reply, self.prompts = reply, []  # type: list[str]
+        self.gens: list[dict[str, Any]] = []
 
     def spec(self) -> dict[str, Any]:
         return {"type": "function"}
 
     def generate(self, conversations: Sequence[Any], **gen: Any) -> list[str]:
         out = []
+        self.gens.append(gen)
         for conv in conversations:
             text = "\n".join(p["text"] for m in conv for p in m["content"] if p["type"] == "text")
             self.prompts.append(text)
@@ -189,3 +191,13 @@ def test_bad_record_line_is_named(tmp_path: Any) -> None:
     with pytest.raises(DataFormatError, match="line 2"):
         builder().run([Query("q9", text="x")], {"q9": "img-gt"}, out, progress=False)
     assert out.read_text().count("\n") == 2  # nothing appended, nothing lost
+
+
+def test_retries_are_sampled_and_a_failed_blur_is_retried() -> None:
+    b = builder()
+    b.build_one(Query("q1", text="a dog runs"), "img-gt")
+    gens = b.chat.gens  # type: ignore[attr-defined]
+    assert "temperature" not in gens[0] and gens[1]["temperature"] == 0.8 and gens[1]["seed"] != gens[2]["seed"]
+    b2 = builder(lambda p, n: "Query: a brown animal")  # never ranked worse: both blur attempts are made
+    rec = b2.build_one(Query("q2", text="a brown dog"), "img-gt")
+    assert [a["status"] for a in rec["attempts"]] == ["not_worse", "not_worse"] and rec["calls"] == 2

@@ -65,6 +65,9 @@ class ConstructionConfig:
         min_similarity: low/high pairs below this text similarity are refused (needs a similarity embedder).
         max_copied_share: rewrites copying this share of reference n-grams or more are refused.
         max_new_tokens: generation cap per call (room for the analysis).
+        retry_temperature: sampling temperature of every call after a query's first (0: greedy throughout).
+            Small agents answer the same greedy text turn after turn; sampling the retries makes them explore.
+        blur_attempts: calls made to blur a high-quality query until a variant ranks worse.
         depth: ranking depth; None ranks the whole pool (exact ranks).
     """
 
@@ -80,6 +83,8 @@ class ConstructionConfig:
     min_similarity: float = 0.5
     max_copied_share: float = 0.5
     max_new_tokens: int = 120
+    retry_temperature: float = 0.8
+    blur_attempts: int = 2
     depth: int | None = None
 
     def __post_init__(self) -> None:
@@ -185,10 +190,13 @@ class PairBuilder:
             {"role": "user", "content": _merge_text(parts)},
         ]
 
-    def _ask(self, conversation: Conversation) -> str:
+    def _ask(self, conversation: Conversation, turn: int = 1) -> str:
         self.calls += 1
-        # a second "Analysis:" means the model started repeating the format: nothing useful follows
-        return self.chat.generate([conversation], max_new_tokens=self.config.max_new_tokens, stop=["\nAnalysis:"])[0]
+        gen: dict[str, Any] = {"max_new_tokens": self.config.max_new_tokens, "stop": ["\nAnalysis:"]}
+        # (a second "Analysis:" means the model started repeating the format: nothing useful follows)
+        if turn > 1 and self.config.retry_temperature > 0:
+            gen.update(temperature=self.config.retry_temperature, seed=turn)
+        return self.chat.generate([conversation], **gen)[0]
 
     # -- one query -------------------------------------------------------------------------------------------------
     def _attempt(self, query: str, target: str, rank0: int, output: str, turn: int) -> dict[str, Any]:
@@ -237,11 +245,13 @@ class PairBuilder:
         }
         if quality == "high":
             rec["prompt_version"] = BLUR.version
-            if cfg.blur:
-                att = self._attempt(text, target, rank0, self._ask(self.conversation(BLUR, text, target)), 1)
+            for turn in range(1, cfg.blur_attempts + 1 if cfg.blur else 1):
+                att = self._attempt(text, target, rank0, self._ask(self.conversation(BLUR, text, target), turn), turn)
                 if "rank" in att:
                     att["status"] = "low" if att["rank"] > rank0 else "not_worse"
                 rec["attempts"].append(att)
+                if att.get("status") == "low":
+                    break
         else:
             prompt = _PROMPTS[cfg.strategy]
             rec["prompt_version"] = prompt.version
@@ -251,7 +261,7 @@ class PairBuilder:
                 conv = self.conversation(
                     prompt, text, target, rank=rank0, negative_ids=negatives, feedback=self._feedback(rec["attempts"])
                 )
-                att = self._attempt(text, target, rank0, self._ask(conv), turn)
+                att = self._attempt(text, target, rank0, self._ask(conv, turn), turn)
                 if "rank" in att and any(a.get("text") == att["text"] for a in rec["attempts"]):
                     att["status"] = "duplicate"
                 elif "rank" in att:

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lumir.models.chat.hf import file_sample_digest
 from lumir.protocols import Conversation, Embedder
 from lumir.rewrite.base import LLMRewriter
 from lumir.rewrite.prompts import rewriter_messages
@@ -32,19 +33,8 @@ from lumir.rewrite.prompts import rewriter_messages
 __all__ = ["TrainedRewriter", "folder_digest"]
 
 _QUOTES = "\"'“”‘’`"
-_SAMPLE = 1 << 20  # bytes hashed at each end of a file
 _MODEL_FILES = (".safetensors", ".bin", ".pt", ".gguf", ".json", ".model", ".jinja", ".txt")
 """What a folder's fingerprint covers: weights, configs, tokenizer files and the manifest (not logs or plots)."""
-
-
-def _file_digest(h: Any, path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with path.open("rb") as fh:
-        h.update(fh.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            fh.seek(size - _SAMPLE)
-            h.update(fh.read(_SAMPLE))
 
 
 def folder_digest(folder: str | Path, base: str | Path | None = None) -> str:
@@ -56,7 +46,7 @@ def folder_digest(folder: str | Path, base: str | Path | None = None) -> str:
         h.update(f"|{root.name}|".encode())
         files = (p for p in root.iterdir() if p.is_file() and p.suffix in _MODEL_FILES and not p.name.startswith("."))
         for path in sorted(files):
-            _file_digest(h, path)
+            file_sample_digest(h, path)
     return h.hexdigest()
 
 

@@ -45,7 +45,7 @@ _SAMPLE = 1 << 20  # bytes hashed at each end of a weights file
 _PARAM_SAMPLE = 4096  # elements hashed per parameter tensor of an in-memory model
 
 
-def _file_digest(h: Any, path: Path) -> None:
+def file_sample_digest(h: Any, path: Path) -> None:
     """Feed a weights file's name, size and first/last MiB into ``h`` (cheap, yet seed-sensitive)."""
     size = path.stat().st_size
     h.update(f"{path.name}:{size}".encode())
@@ -64,7 +64,7 @@ def _folder_digest(folder: Path, files: Sequence[Path] | None = None) -> str:
         h.update(config.read_bytes())
     weights = files if files is not None else sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
     for path in weights:
-        _file_digest(h, path)
+        file_sample_digest(h, path)
     return h.hexdigest()
 
 
