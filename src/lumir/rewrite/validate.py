@@ -62,6 +62,8 @@ def parse_rewrite(output: str, *, field: str = "Query", fallback: str = "last") 
         'a red car parked by a lake'
         >>> parse_rewrite('Analysis: vague.\\nImproved query: "A girl on a swing"', fallback="none")
         'A girl on a swing'
+        >>> parse_rewrite('Query: a dog on a log" ranked the correct photo at position 1.')
+        'a dog on a log'
         >>> parse_rewrite("Visible details: a swing", fallback="none")
         ''
     """
@@ -78,7 +80,13 @@ def parse_rewrite(output: str, *, field: str = "Query", fallback: str = "last") 
         text = lines[0] if fallback == "first" else lines[-1]
     text = re.sub(r"^\s*(?:[-*]|\d+[.)])\s+", "", text).strip()
     text = re.sub(r"\s*\([^)]*\)\s*$", "", text).strip()
-    return text.strip(_QUOTES + " ").strip()
+    # a quoted rewrite ends at its closing quote; an unquoted one at a stray double quote (small models run on
+    # into their instructions: 'a dog on a log" ranked the correct photo at position 1.')
+    if text[:1] in '"“':
+        text = re.split(r'["”]', text[1:], maxsplit=1)[0]
+    else:
+        text = re.split(r'["”]', text, maxsplit=1)[0]
+    return text.strip(_QUOTES + " ;").strip()
 
 
 def refusal_reason(
