@@ -255,3 +255,63 @@ def test_tensor_temperature_carries_gradient() -> None:
 def test_rejects_bad_shapes(query: torch.Tensor, candidate: torch.Tensor, hard: torch.Tensor | None) -> None:
     with pytest.raises(ValueError):
         info_nce(query, candidate, temperature=0.1, hard_negatives=hard)
+
+
+# --- MM-Embed eq. 1: every hard negative of the batch is a negative for every query ------------------------------
+
+# q = c = I (2x2), h_0 = [0.6, 0.8] (query 0's), h_1 = [0.8, 0.6] (query 1's), scale 1, query->candidate only.
+# batch scope, row 0: logits [q0.c0, q0.c1, q0.h0, q0.h1] = [1, 0, 0.6, 0.8], target 0
+#   -> -1 + log(e + 1 + e^0.6 + e^0.8); row 1 is [0, 1, 0.8, 0.6], target 1: the same value.
+# query scope, row 0: [1, 0, 0.6] -> -1 + log(e + 1 + e^0.6); row 1: [0, 1, 0.6] -> the same.
+HARD_PAIR = torch.tensor([[[0.6, 0.8]], [[0.8, 0.6]]])
+BATCH_SCOPE = -1 + math.log(math.e + 1 + math.exp(0.6) + math.exp(0.8))
+QUERY_SCOPE = -1 + math.log(math.e + 1 + math.exp(0.6))
+
+
+def test_batch_scope_hand_computed() -> None:
+    eye = torch.eye(2)
+    loss = info_nce(eye, eye, logit_scale=1.0, hard_negatives=HARD_PAIR, hard_negative_scope="batch", symmetric=False)
+    assert loss.item() == pytest.approx(BATCH_SCOPE, abs=1e-6)
+    own = info_nce(eye, eye, logit_scale=1.0, hard_negatives=HARD_PAIR, symmetric=False)
+    assert own.item() == pytest.approx(QUERY_SCOPE, abs=1e-6)
+
+
+def test_batch_scope_accepts_a_flat_pool() -> None:
+    eye = torch.eye(2)
+    flat = HARD_PAIR.reshape(2, 2)
+    loss = info_nce(eye, eye, logit_scale=1.0, hard_negatives=flat, hard_negative_scope="batch", symmetric=False)
+    assert loss.item() == pytest.approx(BATCH_SCOPE, abs=1e-6)
+    with pytest.raises(ValueError, match="hard_negatives must be"):
+        info_nce(eye, eye, logit_scale=1.0, hard_negatives=flat, symmetric=False)  # flat needs the batch scope
+
+
+def test_batch_scope_matches_a_loop_reference() -> None:
+    gen = torch.Generator().manual_seed(3)
+    q, c, h = torch.randn(5, 8, generator=gen), torch.randn(5, 8, generator=gen), torch.randn(5, 3, 8, generator=gen)
+    qn, cn, hn = F.normalize(q, dim=-1), F.normalize(c, dim=-1), F.normalize(h.reshape(15, 8), dim=-1)
+    rows = []
+    for i in range(5):
+        pool = torch.cat([cn, hn])  # D_B: all positives and all hard negatives of the batch
+        rows.append(F.cross_entropy((20.0 * pool @ qn[i]).unsqueeze(0), torch.tensor([i])))
+    expected = torch.stack(rows).mean()
+    got = info_nce(q, c, logit_scale=20.0, hard_negatives=h, hard_negative_scope="batch", symmetric=False)
+    assert got.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_exclude_drops_a_false_negative_but_never_the_positive() -> None:
+    eye = torch.eye(2)
+    exclude = torch.zeros(2, 4, dtype=torch.bool)
+    exclude[0, 3] = True  # row 0 forgets h_1 -> [1, 0, 0.6]
+    exclude[1, 1] = True  # the target column is ignored in the mask
+    loss = info_nce(
+        eye, eye, logit_scale=1.0, hard_negatives=HARD_PAIR, hard_negative_scope="batch", exclude=exclude,
+        symmetric=False,
+    )  # fmt: skip
+    assert loss.item() == pytest.approx((QUERY_SCOPE + BATCH_SCOPE) / 2, abs=1e-6)
+    with pytest.raises(ValueError, match="exclude must have"):
+        info_nce(eye, eye, logit_scale=1.0, exclude=torch.zeros(2, 3, dtype=torch.bool))
+
+
+def test_unknown_scope_is_an_error() -> None:
+    with pytest.raises(ValueError, match="hard_negative_scope"):
+        info_nce(Q2, C2, logit_scale=1.0, hard_negative_scope="global")

@@ -15,7 +15,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MAX_LOGIT_SCALE", "LearnableTemperature", "info_nce"]
+__all__ = ["HARD_NEGATIVE_SCOPES", "MAX_LOGIT_SCALE", "LearnableTemperature", "info_nce"]
+
+HARD_NEGATIVE_SCOPES = ("query", "batch")
+"""Whose hard negatives a query is contrasted with: its own (UniIR ``clip_sf``) or every one in the batch (MM-Embed
+eq. 1)."""
 
 MAX_LOGIT_SCALE = 100.0
 """CLIP clamps its logit scale at 100 (temperature 0.01) to keep training stable."""
@@ -53,6 +57,8 @@ def info_nce(
     temperature: float | torch.Tensor | None = None,
     logit_scale: float | torch.Tensor | None = None,
     hard_negatives: torch.Tensor | None = None,
+    hard_negative_scope: str = "query",
+    exclude: torch.Tensor | None = None,
     symmetric: bool = True,
     normalize: bool = True,
 ) -> torch.Tensor:
@@ -69,8 +75,17 @@ def info_nce(
     them ``[positive, hard negatives, other in-batch positives]`` with target 0; cross-entropy is invariant to
     that permutation, so the two are the same loss (UniIR, Wei et al. 2023, https://arxiv.org/abs/2311.17136).
 
+    With ``hard_negative_scope="batch"`` every hard negative in the batch is a negative for every query, exactly
+    MM-Embed's eq. 1 (Lin et al. 2024, §4.1): the denominator runs over D_B = (c1+, c1-, ..., cB+, cB-), all
+    positives and all hard negatives of the batch. The logits are ``[in-batch candidates (B), all hard negatives
+    (M)]`` with target ``i``; ``hard_negatives`` may then also be a flat ``(M, D)`` tensor (queries may have
+    different numbers of negatives). ``exclude`` (B, B + M) masks logits out of the denominator (True = drop), e.g.
+    another query's positive or hard negative that is also a labelled positive of query ``i``; the target column is
+    never dropped.
+
     Inputs:
-        ``query`` (B, D) and ``candidate`` (B, D), aligned pairs; ``hard_negatives`` (B, n_neg, D) or None.
+        ``query`` (B, D) and ``candidate`` (B, D), aligned pairs; ``hard_negatives`` (B, n_neg, D), for the batch
+        scope also (M, D), or None.
 
     Relations:
         With identical embeddings for every item the loss is ``log(B)`` (``log(B + n_neg)`` one-directional with
@@ -83,6 +98,10 @@ def info_nce(
         temperature: Softmax temperature τ > 0; the logits are divided by it. Exclusive with ``logit_scale``.
         logit_scale: Multiplier ``1 / τ`` > 0, e.g. ``LearnableTemperature().logit_scale`` (gradients flow).
         hard_negatives: Per-query hard negatives, shape (B, n_neg, D), appended to the query→candidate logits.
+        hard_negative_scope: ``"query"`` (each query sees its own hard negatives; UniIR) or ``"batch"`` (each query
+            sees all of them; MM-Embed eq. 1).
+        exclude: Optional boolean mask over the query→candidate logits, shape (B, B [+ n_neg or M]); True entries
+            are left out of the softmax (a known false negative). The candidate→query direction is not masked.
         symmetric: Average the query→candidate and candidate→query losses (CLIP); else query→candidate only.
         normalize: L2-normalise all embeddings first (cosine similarity); pass False if they already are.
 
@@ -109,12 +128,16 @@ def info_nce(
     batch, dim = query.shape
     if batch == 0:
         raise ValueError("info_nce needs a non-empty batch")
-    if hard_negatives is not None and (
-        hard_negatives.ndim != 3 or hard_negatives.shape[0] != batch or hard_negatives.shape[2] != dim
-    ):
-        raise ValueError(
-            f"hard_negatives must be (batch={batch}, n_neg, dim={dim}); got {tuple(hard_negatives.shape)}"
-        )
+    if hard_negative_scope not in HARD_NEGATIVE_SCOPES:
+        raise ValueError(f"hard_negative_scope must be one of {HARD_NEGATIVE_SCOPES}, got {hard_negative_scope!r}")
+    if hard_negatives is not None:
+        flat_ok = hard_negative_scope == "batch" and hard_negatives.ndim == 2 and hard_negatives.shape[1] == dim
+        per_query_ok = hard_negatives.ndim == 3 and hard_negatives.shape[0] == batch and hard_negatives.shape[2] == dim
+        if not (flat_ok or per_query_ok):
+            flat = " or (n, dim) with hard_negative_scope='batch'" if hard_negative_scope == "batch" else ""
+            raise ValueError(
+                f"hard_negatives must be (batch={batch}, n_neg, dim={dim}){flat}; got {tuple(hard_negatives.shape)}"
+            )
     scale = _logit_scale(temperature, logit_scale).to(device=query.device)
     if normalize:
         query = F.normalize(query, dim=-1)
@@ -125,10 +148,20 @@ def info_nce(
     sim = query @ candidate.T  # (B, B): sim[i, j] = <q_i, c_j>; the diagonal holds the positives
     targets = torch.arange(batch, device=query.device)  # (B,)
     q2c = sim
-    if hard_negatives is not None:
+    if hard_negatives is not None and hard_negative_scope == "batch":
+        pool = hard_negatives.reshape(-1, dim)  # (M, D): every hard negative of the batch
+        q2c = torch.cat([sim, query @ pool.T], dim=1)  # (B, B + M)
+    elif hard_negatives is not None:
         hard = torch.einsum("bd,bnd->bn", query, hard_negatives)  # (B, n_neg): <q_i, h_{i,k}>
         q2c = torch.cat([sim, hard], dim=1)  # (B, B + n_neg); target i still points at c_i
-    loss = F.cross_entropy(scale * q2c, targets)
+    logits = scale * q2c
+    if exclude is not None:
+        if exclude.shape != q2c.shape:
+            raise ValueError(f"exclude must have the logits' shape {tuple(q2c.shape)}, got {tuple(exclude.shape)}")
+        drop = exclude.to(device=q2c.device, dtype=torch.bool).clone()
+        drop[targets, targets] = False  # the positive always stays
+        logits = logits.masked_fill(drop, float("-inf"))
+    loss = F.cross_entropy(logits, targets)
     if symmetric:
         c2q = sim.T  # (B, B): row j scores candidate j against every query; hard negatives are not queries
         loss = (loss + F.cross_entropy(scale * c2q, targets)) / 2

@@ -101,9 +101,15 @@ def sequence_logprobs(model: Any, batch: EncodedBatch, *, normalize: bool = True
     return total / mask.sum(-1).clamp_min(1.0) if normalize else total
 
 
-def apply_lora(model: Any, lora: Mapping[str, Any] | None) -> Any:
-    """Wrap ``model`` in a fresh peft LoRA (``r``, ``alpha``, ``dropout``, ``target_modules``), or return it as it
-    is when ``lora`` is None/empty (full fine-tuning) or the model is already a peft model."""
+def apply_lora(model: Any, lora: Mapping[str, Any] | None, *, task_type: str | None = "CAUSAL_LM") -> Any:
+    """Wrap ``model`` in a fresh peft LoRA, or return it as it is when ``lora`` is None/empty (full fine-tuning) or
+    the model is already a peft model.
+
+    ``lora`` keys: ``r`` (16), ``alpha`` (32), ``dropout`` (0.05), ``target_modules`` (a list of module names, or a
+    regex string matched against full module names, e.g. ``".*language_model.*\\.(q_proj|v_proj)"`` to leave a
+    vision tower frozen), ``modules_to_save`` (modules trained in full, e.g. ``["multi_modal_projector"]``).
+    ``task_type`` None gives a plain ``PeftModel`` (an embedder needs hidden states, not a language-model head).
+    """
     if not lora or hasattr(model, "peft_config"):
         return model
     from lumir._deps import require
@@ -111,12 +117,14 @@ def apply_lora(model: Any, lora: Mapping[str, Any] | None) -> Any:
     require("peft", extra="train")
     from peft import LoraConfig, get_peft_model
 
+    targets = lora.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])
     config = LoraConfig(
         r=int(lora.get("r", 16)),
         lora_alpha=int(lora.get("alpha", 32)),
         lora_dropout=float(lora.get("dropout", 0.05)),
-        target_modules=list(lora.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])),
-        task_type="CAUSAL_LM",
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        modules_to_save=list(lora["modules_to_save"]) if lora.get("modules_to_save") else None,
+        task_type=task_type,
     )
     return get_peft_model(model, config)
 
