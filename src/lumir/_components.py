@@ -23,6 +23,11 @@ EMBEDDERS.register(
     help="a sentence-transformers folder (st:PATH)",
 )
 EMBEDDERS.register("clip", f"{_E}:clip", help="a CLIP or SigLIP folder (clip:PATH)")
+EMBEDDERS.register(
+    "mllm",
+    "lumir.embed.mllm:MLLMEmbedder.from_pretrained",
+    help="a causal LM / vision-language folder or LoRA adapter folder, one-word prompts (mllm:PATH)",
+)
 EMBEDDERS.register("hash", "lumir.testing.fakes:HashEmbedder", arg="dim", help="test fake: hash vectors (hash:DIM)")
 EMBEDDERS.register("color", "lumir.testing.fakes:ColorEmbedder", arg=None, help="test fake: colour space")
 
@@ -175,6 +180,12 @@ TASKS.register(
     help="Flickr8k 1K test, t2i and i2t (flickr8k[/t2i|/i2t][:PATH])",
 )
 TASKS.register(
+    "flickr8k-union",
+    f"{_T}:flickr8k_union_tasks",
+    parse=f"{_T}:parse_flickr8k_union",
+    help="Flickr8k photos + captions in one pool, instructed t2i/i2t, M.A.@1 (flickr8k-union[/t2i|/i2t][:SPLIT])",
+)
+TASKS.register(
     "karpathy",
     f"{_T}:karpathy_tasks",
     parse=f"{_T}:parse_karpathy",
@@ -197,9 +208,23 @@ SOURCES.register("mbeir", f"{_S}:mbeir_source", help="an M-BEIR candidate pool j
 # training recipe kinds ---------------------------------------------------------------------------------------------
 RECIPES.register("mini", "lumir.train.mini:train_mini", arg=None, help="lumir-mini heads over cached frozen features")
 RECIPES.register(
+    "embedder",
+    "lumir.train.embedder_recipe:run_embedder_recipe",
+    arg=None,
+    extra="train",
+    help="contrastive LoRA training of an (M)LLM embedder: LamRA-Ret stages, MM-Embed M^rand/M^hard/continual",
+)
+RECIPES.register(
     "rewriter",
     "lumir.train.rewriter.run:run_rewriter_recipe",
     arg=None,
     extra="train",
     help="an MGQRe query-rewriter stage: sft, pro, ppo or grpo (lumir train rewriter)",
+)
+RECIPES.register(
+    "reranker",
+    "lumir.train.reranker:run_reranker_recipe",
+    arg=None,
+    extra="train",
+    help="a LamRA-Rank reranker LoRA, joint pointwise + listwise (lumir train reranker)",
 )

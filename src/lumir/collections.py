@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,6 +185,29 @@ class Rankings:
                 scores[i, j] = s
         return cls(list(query_ids), ids, scores)
 
+    def without(self, exclude: Mapping[str, Collection[str]], k: int | None = None) -> Rankings:
+        """Each query's ranking with its excluded candidate ids dropped (later hits move up), cut to width ``k``.
+
+        Queries absent from ``exclude`` keep their hits. Used for union pools where a query's own item is also a
+        candidate (M-BEIR, MM-Embed: a caption query must not retrieve itself); retrieve ``k`` plus the largest
+        exclusion count first so every row can still be filled.
+
+        Example:
+            >>> r = Rankings.from_run({"q1": {"a": 0.9, "b": 0.5, "c": 0.1}})
+            >>> [h.id for h in r.without({"q1": {"a"}}, k=2).for_query("q1")]
+            ['b', 'c']
+        """
+        width = self.k if k is None else k
+        if not any(exclude.get(q) for q in self.query_ids):
+            return (
+                self
+                if width == self.k
+                else Rankings(self.query_ids, self.ids[:, :width], self.scores[:, :width], self.meta)
+            )
+        rows = [[(h.id, h.score) for h in hits if h.id not in exclude.get(qid, ())] for qid, hits in self]
+        out = Rankings.from_hits(self.query_ids, rows, width)
+        return Rankings(out.query_ids, out.ids, out.scores, self.meta)
+
     @classmethod
     def concat(cls, parts: Sequence[Rankings]) -> Rankings:
         """Stack rankings of disjoint query sets (widths are padded to the widest)."""
@@ -213,6 +236,15 @@ class RetrievalTask:
     candidate_modality: Modality | None = None
     metrics: tuple[str, ...] = ("R@1", "R@5", "R@10")
     meta: Mapping[str, Any] = field(default_factory=dict)
+    exclude: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Query id -> candidate ids never returned for it (union pools: the query's own item is also a candidate).
+
+    :func:`lumir.eval.evaluate` drops them from the first stage, before any reranker sees them, and so from every
+    stage's rankings and metrics."""
+
+    def max_excluded(self) -> int:
+        """The largest exclusion set of any query (how much deeper the first stage must retrieve)."""
+        return max((len(v) for v in self.exclude.values()), default=0)
 
     def spec(self) -> dict[str, Any]:
         """The task spec that rebuilds this task (``lumir.eval.load_tasks(task.spec())``).

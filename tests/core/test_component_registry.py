@@ -111,6 +111,7 @@ COMPONENT_CASES: dict[tuple[str, str], Case] = {
     ("embedder", "clip"): lambda tmp: f"clip:{_tiny_clip(tmp)}",
     ("embedder", "hash"): lambda _: "hash:16",
     ("embedder", "color"): lambda _: "color",
+    ("embedder", "mllm"): lambda tmp: f"mllm:{_tiny_lm(tmp)}",
     ("index", "flat"): lambda _: {"type": "flat", "dim": 8, "chunk_size": 64},
     ("index", "faiss"): lambda _: {"type": "faiss", "dim": 8, "factory": "HNSW8", "nprobe": 4},
     ("chat_model", "smollm2-135m-instruct"): lambda _: {"type": "smollm2", "n_ctx": 256, "n_threads": 1},
@@ -137,6 +138,7 @@ TASK_CASES: dict[str, Case] = {
     "beir": lambda tmp: f"beir:{_beir_dir(tmp)}",
     "scifact": lambda _: "scifact",
     "flickr8k": lambda tmp: f"flickr8k:{_flickr(tmp)}",
+    "flickr8k-union": lambda tmp: f"flickr8k-union:{_flickr(tmp)}:test_1k",
     "karpathy": _karpathy,
     "mbeir": lambda tmp: f"mbeir:{_mbeir(tmp)}:mscoco_task0",
     "toy": lambda _: "toy",
@@ -233,5 +235,5 @@ def test_source_spec_round_trip(name: str, tmp_path: Path) -> None:
 
 def test_recipe_kinds_resolve_to_runners() -> None:
     recipes = REGISTRIES["recipe"]
-    assert recipes.names() == ["mini", "rewriter"]
+    assert recipes.names() == ["embedder", "mini", "reranker", "rewriter"]
     assert all(callable(recipes.load(name)) for name in recipes.names())

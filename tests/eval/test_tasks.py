@@ -21,6 +21,12 @@ from lumir.types import Modality
         ("flickr8k", {"type": "flickr8k"}),
         ("flickr8k/t2i", {"type": "flickr8k", "direction": "t2i"}),
         ("flickr8k/i2t:/d/f8k", {"type": "flickr8k", "path": "/d/f8k", "direction": "i2t"}),
+        ("flickr8k-union", {"type": "flickr8k-union"}),
+        ("flickr8k-union:train_4k", {"type": "flickr8k-union", "split": "train_4k"}),
+        (
+            "flickr8k-union/t2i:/d/f8k:test_1k",
+            {"type": "flickr8k-union", "path": "/d/f8k", "split": "test_1k", "direction": "t2i"},
+        ),
         ("mbeir:/m:mscoco_task0,cirr_task7", {"type": "mbeir", "path": "/m", "tasks": ["mscoco_task0", "cirr_task7"]}),
         ("mbeir:/m", {"type": "mbeir", "path": "/m", "tasks": None}),
         ("toy", {"type": "toy"}),
@@ -31,7 +37,9 @@ def test_parse_task_spec(spec: str, expected: dict) -> None:
 
 
 def test_bad_specs_say_what_is_valid() -> None:
-    with pytest.raises(KeyError, match="unknown task 'imagenet'; known: beir, flickr8k, karpathy, mbeir"):
+    with pytest.raises(
+        KeyError, match="unknown task 'imagenet'; known: beir, flickr8k, flickr8k-union, karpathy, mbeir"
+    ):
         parse_task_spec("imagenet")
     with pytest.raises(KeyError, match="has no 'type'"):
         parse_task_spec({"path": "x"})

@@ -376,6 +376,7 @@ def list_(
 def _add_subcommands() -> None:
     from lumir.cli.augment import augment_app
     from lumir.cli.demo import demo
+    from lumir.cli.mine import mine
     from lumir.cli.rewrite import rewrite
     from lumir.cli.train import train_app
 
@@ -383,6 +384,7 @@ def _add_subcommands() -> None:
     app.add_typer(augment_app, name="augment")
     app.command("demo")(demo)
     app.command("rewrite")(rewrite)
+    app.command("mine")(mine)
 
 
 _add_subcommands()

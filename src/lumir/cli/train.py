@@ -24,13 +24,24 @@ def embedder(
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=5 (repeatable).")
     ] = None,
+    profile: Annotated[
+        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
 ) -> None:
-    """Train an embedder from a recipe; prints where the model went and how to use it."""
+    """Train an embedder from a recipe (lumir-mini heads, or an (M)LLM embedder: recipes/embedder/*.yaml); prints
+    where the model went and how to use it."""
     from lumir.train.recipe import run_recipe
 
     with cli_errors():
-        result = run_recipe(config, set_ or [], data=data, output_dir=output, resume=resume)
+        result = run_recipe(config, set_ or [], profile=profile, data=data, output_dir=output, resume=resume)
+    if isinstance(result, dict):  # kind: embedder (an (M)LLM embedder, lumir.train.embedder_recipe)
+        typer.echo(
+            f"trained {result['steps']} steps in {result['seconds']:.1f} s ({result['seconds_per_step']:.2f} s/step, "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB); loss {result['first_loss']} -> {result['final_loss']}"
+        )
+        typer.echo(f"model: {result['model_dir']}\nuse it: lumir eval TASK --embedder mllm:{result['model_dir']}")
+        return
     s = result.summary
     typer.echo(
         f"trained {s.epochs} epochs / {s.steps} steps in {s.seconds:.1f} s; final loss {s.final_loss:.4f}, "
@@ -87,3 +98,40 @@ def rewriter(
             f"next stage: lumir train rewriter --config recipes/rewriter/{follow}.yaml "
             f"--set model.init={result.model_dir}"
         )
+
+
+@train_app.command("reranker")
+def reranker(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/reranker/lamra_rank.yaml.")
+    ],
+    profile: Annotated[
+        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=2 (repeatable).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
+) -> None:
+    """Train a LamRA-Rank reranker LoRA (joint pointwise + listwise) from a recipe; prints how to rerank with it."""
+    from lumir.train.reranker import run_reranker_recipe
+
+    with cli_errors():
+        result = run_reranker_recipe(config, overrides=set_ or [], profile=profile, output_dir=output, resume=resume)
+    m = result.metrics
+    line = f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s ({m.get('seconds_per_step', '?')} s/step)"
+    if isinstance(m.get("train_loss"), (int, float)):
+        line += f"; final loss {m['train_loss']:.4f}"
+    if isinstance(m.get("eval_loss"), (int, float)):
+        line += f", holdout loss {m['eval_loss']:.4f}"
+    typer.echo(line)
+    for key in ("eval_point_acc", "eval_list_acc"):
+        if isinstance(m.get(key), float):
+            typer.echo(f"  {key}: {m[key]:.4f}")
+    typer.echo(
+        f"model: {result.model_dir}\nlog: {result.log_path}\n"
+        f"use it: lumir eval scifact --embedder minilm --rerank yes-no:llm=hf:{result.model_dir}"
+    )

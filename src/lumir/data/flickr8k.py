@@ -9,21 +9,46 @@ Folder layout::
 
 Protocol (Karpathy / Hodosh et al.): text -> image with every caption of the split as a query against the split's
 images; image -> text with every image as a query against all captions, where any of its 5 captions is a hit.
+
+**Union pool** (:func:`flickr8k_union_tasks`, M-BEIR's universal setting as MM-Embed §5.1 evaluates it): the split's
+photos and captions form *one* pool (test_1k: 1,000 + 5,000 = 6,000 candidates) and the instruction alone says
+which modality is wanted. ``flickr8k-union/t2i``: each caption, with an instruction asking for an image, against the
+whole pool (its photo is relevant; the query's own caption is excluded, since it would trivially rank first);
+``flickr8k-union/i2t``: each photo, with an instruction asking for a caption (its 5 captions are relevant; the photo
+itself is excluded). The instructions are M-BEIR's first MSCOCO prompts for tasks 0 (text -> image) and 3
+(image -> text) (:data:`UNION_INSTRUCTIONS`); Flickr8k photos are everyday scenes like MSCOCO's. Both tasks set
+``candidate_modality``, so the evaluator reports MM-Embed's modality accuracy M.A.@1 (Table 2) next to recall.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from lumir.collections import Corpus, RetrievalTask
 from lumir.errors import DataFormatError
 from lumir.types import ImageRef, Item, Modality, Qrels, Query
 
-__all__ = ["IMAGE_TEXT_METRICS", "flickr8k_tasks", "image_text_tasks", "load_flickr8k"]
+__all__ = [
+    "IMAGE_TEXT_METRICS",
+    "UNION_INSTRUCTIONS",
+    "flickr8k_tasks",
+    "flickr8k_union_tasks",
+    "image_text_tasks",
+    "load_flickr8k",
+    "union_image_text_tasks",
+]
 
 IMAGE_TEXT_METRICS: tuple[str, ...] = ("R@1", "R@5", "R@10")
 """Recall at 1/5/10 in both directions (their sum over both directions is the usual "Rsum")."""
+
+UNION_INSTRUCTIONS: dict[str, str] = {
+    "t2i": "Identify the image showcasing the described everyday scene.",
+    "i2t": "Find an image caption describing the following everyday image.",
+}
+"""Union-pool query instructions by direction: M-BEIR's (``instructions/query_instructions.tsv``) first prompts for
+MSCOCO task 0 (text -> image) and task 3 (image -> text), also the prompts MTEB's M-BEIR MSCOCO tasks use."""
 
 _WHERE = "pass the flickr8k folder (CLI: --data PATH), or set LUMIR_DATA to the directory that contains flickr8k/"
 
@@ -150,3 +175,50 @@ def flickr8k_tasks(root: str | Path, split: str = "test_1k") -> list[RetrievalTa
     """
     images, captions = load_flickr8k(root, split)
     return image_text_tasks("flickr8k", images, captions, {"source": "flickr8k", "root": str(root), "split": split})
+
+
+def union_image_text_tasks(
+    prefix: str,
+    images: Sequence[Item],
+    captions: Sequence[Item],
+    meta: dict[str, object] | None = None,
+    *,
+    instructions: Mapping[str, str] | None = UNION_INSTRUCTIONS,
+) -> list[RetrievalTask]:
+    """``<prefix>/t2i`` and ``<prefix>/i2t`` over ONE pool of ``images`` + ``captions`` (see the module docstring).
+
+    Args:
+        prefix: task name prefix.
+        images: photo items; candidates and (i2t) queries.
+        captions: caption items linked to their photo by ``meta["image"]``; candidates and (t2i) queries.
+        meta: recorded in each task's ``meta``.
+        instructions: direction (``"t2i"``, ``"i2t"``) -> the instruction set on every query of that direction
+            (``Query.instruction``); None leaves queries without one (then an embedder's own instruction table, if
+            any, applies).
+    """
+    pool = Corpus([*images, *captions])
+    info = {**(meta or {}), "pool": "union"}
+    tasks = []
+    for base in image_text_tasks(prefix, images, captions, info):
+        direction = base.name.rpartition("/")[2]
+        instruction = None if instructions is None else instructions[direction]
+        queries = [dataclasses.replace(q, instruction=instruction) for q in base.queries]
+        exclude = {q.id: frozenset({q.id}) for q in queries}  # a query's own caption / photo is in the pool
+        tasks.append(dataclasses.replace(base, queries=queries, corpus=pool, exclude=exclude))
+    return tasks
+
+
+def flickr8k_union_tasks(
+    root: str | Path, split: str = "test_1k", *, instructions: bool = True
+) -> list[RetrievalTask]:
+    """``flickr8k-union/t2i`` and ``flickr8k-union/i2t``: one split's photos and captions in one pool.
+
+    On ``test_1k``: 6,000 candidates; 5,000 caption queries asking for an image (own caption excluded) and 1,000
+    photo queries asking for a caption (the photo itself excluded). ``instructions=False`` drops the instructions
+    (:data:`UNION_INSTRUCTIONS`), e.g. for an embedder that cannot embed an image with a text.
+    """
+    images, captions = load_flickr8k(root, split)
+    meta: dict[str, object] = {"source": "flickr8k", "root": str(root), "split": split}
+    return union_image_text_tasks(
+        "flickr8k-union", images, captions, meta, instructions=UNION_INSTRUCTIONS if instructions else None
+    )

@@ -49,7 +49,7 @@ def evaluate_task(
     desired = task.candidate_modality.value if task.candidate_modality is not None else None
     if desired is not None and len(set(cand_modalities.values())) > 1 and "M.A.@1" not in names:
         names.append("M.A.@1")
-    out = pipeline.run(task.queries, k)
+    out = pipeline.run(task.queries, k, exclude=task.exclude or None)
     stages: dict[str, Any] = {}
     for stage, rankings in out.stages.items():
         scores = compute_metrics(
@@ -71,6 +71,7 @@ def evaluate_task(
     entry: dict[str, Any] = {
         "num_queries": len(task.queries),
         "num_candidates": len(task.corpus),
+        **({"excluded_per_query": task.max_excluded()} if task.exclude else {}),
         "stages": stages,
         "timings": {name: round(s, 4) for name, s in out.seconds.items()},
     }

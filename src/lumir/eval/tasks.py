@@ -7,6 +7,7 @@ A task spec is a string (CLI-friendly) or a mapping (YAML-friendly):
 ``scifact[:SPLIT]``                     ``beir:<data root>/beir-scifact``
 ``flickr8k[:PATH]``                     Flickr8k 1K test, text->image and image->text (5-caption protocol)
 ``flickr8k/t2i``, ``flickr8k/i2t``      one direction only
+``flickr8k-union[/DIR][:SPLIT]``        photos + captions of a split in ONE pool, instructed queries, M.A.@1
 ``karpathy:JSON:IMAGE_ROOT``            ALBEF/BLIP Karpathy json, both directions (needs images)
 ``mbeir:ROOT[:TASK,TASK...]``           M-BEIR tasks from files (all found ones when none named)
 ``toy``                                 the coloured-shapes toy task from :mod:`lumir.testing.toy`
@@ -14,7 +15,8 @@ A task spec is a string (CLI-friendly) or a mapping (YAML-friendly):
 
 Mapping form: ``{"type": "beir", "path": "...", "split": "test"}``, ``{"type": "mbeir", "path": ROOT,
 "tasks": ["mscoco_task0"], "pool": "local", "split": "test"}``, ``{"type": "flickr8k", "path": ..., "split": ...,
-"direction": "t2i"}``. Relative dataset paths resolve against the data root: ``LUMIR_DATA`` or ``../shared/data``.
+"direction": "t2i"}``, ``{"type": "flickr8k-union", "split": "test_1k", "instructions": true}``. Relative dataset
+paths resolve against the data root: ``LUMIR_DATA`` or ``../shared/data``.
 Every loaded task records the spec that rebuilds it (``task.spec()``).
 """
 
@@ -33,6 +35,7 @@ __all__ = [
     "beir_tasks",
     "default_data_root",
     "flickr8k_tasks",
+    "flickr8k_union_tasks",
     "karpathy_tasks",
     "load_tasks",
     "mbeir_tasks",
@@ -77,6 +80,21 @@ def parse_flickr8k(rest: str) -> dict[str, Any]:
     return {"path": rest} if rest else {}
 
 
+def parse_flickr8k_union(rest: str) -> dict[str, Any]:
+    """``SPLIT`` (a name without ``/``, e.g. ``test_1k``) or ``PATH:SPLIT`` (or just a ``PATH`` with a ``/``).
+
+    Example:
+        >>> parse_flickr8k_union("test_1k"), parse_flickr8k_union("/d/f8k:train_4k")
+        ({'split': 'test_1k'}, {'path': '/d/f8k', 'split': 'train_4k'})
+    """
+    if not rest:
+        return {}
+    path, colon, split = rest.rpartition(":")
+    if colon and "/" not in split:
+        return {"path": path, "split": split}
+    return {"path": rest} if "/" in rest else {"split": rest}
+
+
 def parse_karpathy(rest: str) -> dict[str, Any]:
     """``JSON:IMAGE_ROOT``."""
     json_path, _, image_root = rest.partition(":")
@@ -93,9 +111,10 @@ def parse_directional(text: str) -> dict[str, Any] | None:
     """``flickr8k/t2i[:PATH]`` and ``karpathy/i2t:JSON:ROOT``: a task type with one direction."""
     head, _, rest = text.partition(":")
     kind, slash, direction = head.partition("/")
-    if not slash or kind.lower() not in ("flickr8k", "karpathy"):
+    parsers = {"flickr8k": parse_flickr8k, "karpathy": parse_karpathy, "flickr8k-union": parse_flickr8k_union}
+    if not slash or kind.lower() not in parsers:
         return None
-    options = (parse_flickr8k if kind.lower() == "flickr8k" else parse_karpathy)(rest)
+    options = parsers[kind.lower()](rest)
     return {"type": kind.lower(), **options, "direction": direction}
 
 
@@ -161,6 +180,24 @@ def flickr8k_tasks(
 
     tasks = _direction(load(_resolve(path, data), split=split), direction)
     return _with_spec(tasks, {"type": "flickr8k", "path": str(path), "split": split}, direction=True)
+
+
+def flickr8k_union_tasks(
+    path: str | Path = "flickr8k",
+    split: str = "test_1k",
+    direction: str | None = None,
+    instructions: bool = True,
+    *,
+    data: str | Path | None = None,
+) -> list[RetrievalTask]:
+    """``flickr8k-union/t2i`` and ``flickr8k-union/i2t`` of a split (or one ``direction``): one pool of its
+    photos and captions, instructed queries, each query's own item excluded
+    (:func:`lumir.data.flickr8k.flickr8k_union_tasks`)."""
+    from lumir.data.flickr8k import flickr8k_union_tasks as load
+
+    tasks = _direction(load(_resolve(path, data), split=split, instructions=instructions), direction)
+    spec = {"type": "flickr8k-union", "path": str(path), "split": split, "instructions": instructions}
+    return _with_spec(tasks, spec, direction=True)
 
 
 def karpathy_tasks(

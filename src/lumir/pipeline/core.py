@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -100,8 +100,15 @@ class Pipeline:
         self.k = k
         self.spec = spec
 
-    def run(self, queries: Sequence[Query], k: int | None = None) -> PipelineOutput:
-        """Run every configured stage on ``queries``; ``k`` overrides the first-stage depth."""
+    def run(
+        self, queries: Sequence[Query], k: int | None = None, *, exclude: Mapping[str, Collection[str]] | None = None
+    ) -> PipelineOutput:
+        """Run every configured stage on ``queries``; ``k`` overrides the first-stage depth.
+
+        ``exclude`` maps query ids to candidate ids never returned for them (a union pool holding the query's own
+        item): the first stage retrieves deeper by the largest exclusion set, drops them and keeps ``k``, so no
+        stage after it (reranker included) ever sees them.
+        """
         depth = self.k if k is None else k
         if self.reranker is not None and self.reranker.k > depth:
             raise ValueError(f"the reranker's budget k={self.reranker.k} exceeds the first-stage depth k={depth}")
@@ -116,7 +123,9 @@ class Pipeline:
                 raise ValueError("the rewriter must return one query per input query, with the same ids, in order")
             queries = rewritten
         t = time.perf_counter()
-        stages = {FIRST_STAGE: self.retriever.retrieve(queries, depth)}
+        extra = max((len(exclude.get(q.id, ())) for q in queries), default=0) if exclude else 0
+        first = self.retriever.retrieve(queries, depth + extra)
+        stages = {FIRST_STAGE: first.without(exclude, depth) if exclude else first}
         seconds[FIRST_STAGE] = time.perf_counter() - t
         if self.reranker is not None:
             assert self.corpus is not None

@@ -6,6 +6,16 @@ negatives. Batches never hold the same candidate twice (sentence-transformers' `
 in-batch negative is a true negative. Candidates may have several cached *views* (e.g. an image and its mirror); one
 view is drawn per sample and step (feature-level augmentation).
 
+**Union pools** (MM-Embed §4.1, M-BEIR's universal setting): ``ContrastiveData.candidate_texts`` appends text
+candidates, embedded by the *query* head, after the image candidates in one index space, and ``query_image`` makes
+a query image+text: its candidate-head image embedding and its query-head text embedding (e.g. an instruction)
+are normalised and summed (UniIR's score-level fusion, as :class:`lumir.embed.mini.MiniEmbedder` embeds image+text).
+``groups`` keeps queries about the same thing (e.g. a caption asking for a photo and the photo asking for a
+caption) out of one batch. ``hard_negative_scope="batch"`` contrasts every query with every hard negative of the
+batch (MM-Embed eq. 1); a candidate that is another query's positive or hard negative but relevant to this query
+(``relevance``) is masked out of its softmax. ``hard_negatives_per_step`` draws that many of each query's mined
+negatives anew every step (MM-Embed samples one negative per triplet).
+
 Everything is seeded: batches come from a ``torch.Generator`` seeded with ``seed + epoch``, dropout from the global
 RNG seeded once, and a checkpoint (``checkpoint.pt``, written atomically after every epoch) holds heads, temperature,
 optimizer, step and RNG state, so an interrupted run resumes to the same result as an uninterrupted one.
@@ -24,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lumir.config import atomic_path
@@ -61,6 +72,9 @@ class ContrastiveConfig:
             near-zero loss); kept when no batch would be full.
         rewrite_p: MGQRe §3.5 random query rewriting: each step, each query that has a cached rewrite
             (``ContrastiveData.rewritten``) is replaced by it with this probability (the paper uses 0.6).
+        hard_negative_scope: ``"query"`` (each query sees its own hard negatives; UniIR) or ``"batch"`` (every
+            hard negative of the batch is a negative for every query; MM-Embed eq. 1).
+        hard_negatives_per_step: draw this many of each query's hard negatives at random every step (0: use all).
     """
 
     epochs: int = 10
@@ -77,6 +91,8 @@ class ContrastiveConfig:
     grad_clip: float | None = None
     drop_last: bool = True
     rewrite_p: float = 0.0
+    hard_negative_scope: str = "query"
+    hard_negatives_per_step: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -87,6 +103,10 @@ class ContrastiveConfig:
             raise ValueError("lr and temperature must be positive")
         if not 0.0 <= self.rewrite_p <= 1.0:
             raise ValueError(f"rewrite_p must be in [0, 1], got {self.rewrite_p}")
+        if self.hard_negative_scope not in ("query", "batch"):
+            raise ValueError(f"hard_negative_scope must be 'query' or 'batch', got {self.hard_negative_scope!r}")
+        if self.hard_negatives_per_step < 0:
+            raise ValueError(f"hard_negatives_per_step must be >= 0, got {self.hard_negatives_per_step}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> ContrastiveConfig:
@@ -109,6 +129,16 @@ class ContrastiveData:
         hard_negatives: optional ``(n_queries, n_neg)`` candidate indices of each query's hard negatives.
         rewritten: optional ``(n_queries, d_q)`` features of each query's rewrite, made once by a frozen rewriter
             (MGQRe §3.5); ``has_rewrite`` ``(n_queries,)`` marks the queries that have one.
+        candidate_texts: optional ``(n_text, d_q)`` text candidates, embedded by the query head; candidate index
+            ``n_candidates + j`` is row ``j`` (a union pool of images and texts).
+        query_image: optional ``(n_queries,)`` candidate index of each query's image (-1: none); such a query is
+            image+text: its ``queries`` row is the text part (e.g. the instruction), the image goes through the
+            candidate head, and the two normalised embeddings are summed.
+        groups: optional ``(n_queries,)`` labels; no batch holds two queries of one group (default: ``positives``).
+        relevance: optional ``(query_labels (n_queries,), candidate_labels (n_candidates + n_text,))``: candidate
+            ``c`` is relevant to query ``i`` when the labels are equal; such candidates are masked out of query
+            ``i``'s softmax when they appear as another query's positive or hard negative (default: only the
+            query's own positive index counts).
     """
 
     queries: torch.Tensor
@@ -117,6 +147,15 @@ class ContrastiveData:
     hard_negatives: torch.Tensor | None = None
     rewritten: torch.Tensor | None = None
     has_rewrite: torch.Tensor | None = None
+    candidate_texts: torch.Tensor | None = None
+    query_image: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    relevance: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidates in the index space: images (``candidates``) then texts (``candidate_texts``)."""
+        return self.candidates.shape[0] + (0 if self.candidate_texts is None else self.candidate_texts.shape[0])
 
     def __post_init__(self) -> None:
         if self.candidates.ndim == 2:
@@ -124,10 +163,32 @@ class ContrastiveData:
         n = self.queries.shape[0]
         if self.positives.shape != (n,):
             raise ValueError(f"positives must have shape ({n},), got {tuple(self.positives.shape)}")
-        if n and not (int(self.positives.min()) >= 0 and int(self.positives.max()) < self.candidates.shape[0]):
+        total = self.n_candidates
+        if n and not (int(self.positives.min()) >= 0 and int(self.positives.max()) < total):
             raise ValueError("positives index candidates out of range")
-        if self.hard_negatives is not None and (self.hard_negatives.ndim != 2 or self.hard_negatives.shape[0] != n):
-            raise ValueError(f"hard_negatives must be (n_queries={n}, n_neg), got {tuple(self.hard_negatives.shape)}")
+        if self.hard_negatives is not None:
+            if self.hard_negatives.ndim != 2 or self.hard_negatives.shape[0] != n:
+                raise ValueError(
+                    f"hard_negatives must be (n_queries={n}, n_neg), got {tuple(self.hard_negatives.shape)}"
+                )
+            if (
+                self.hard_negatives.numel()
+                and not 0 <= int(self.hard_negatives.min()) <= int(self.hard_negatives.max()) < total
+            ):
+                raise ValueError(f"hard_negatives index candidates out of range [0, {total})")
+        if self.candidate_texts is not None and self.candidate_texts.shape[1:] != self.queries.shape[1:]:
+            raise ValueError(
+                f"candidate_texts must be (n_text, {self.queries.shape[1]}) like queries, got "
+                f"{tuple(self.candidate_texts.shape)}"
+            )
+        if self.query_image is not None and (
+            self.query_image.shape != (n,) or (n and int(self.query_image.max()) >= self.candidates.shape[0])
+        ):
+            raise ValueError(f"query_image must be (n_queries={n},) indices of image candidates or -1")
+        if self.groups is not None and self.groups.shape != (n,):
+            raise ValueError(f"groups must have shape ({n},), got {tuple(self.groups.shape)}")
+        if self.relevance is not None and (self.relevance[0].shape != (n,) or self.relevance[1].shape != (total,)):
+            raise ValueError(f"relevance must be ((n_queries={n},), (n_candidates={total},)) label tensors")
         if self.rewritten is not None:
             if self.rewritten.shape != self.queries.shape:
                 raise ValueError(
@@ -253,7 +314,8 @@ class ContrastiveTrainer:
 
     def _batches(self, epoch: int) -> list[torch.Tensor]:
         g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        batches = no_duplicate_batches(self.data.positives, self.config.batch_size, g)
+        groups = self.data.positives if self.data.groups is None else self.data.groups
+        batches = no_duplicate_batches(groups, self.config.batch_size, g)
         full = [b for b in batches if len(b) == self.config.batch_size]
         return full if self.config.drop_last and full else batches
 
@@ -291,6 +353,8 @@ class ContrastiveTrainer:
         if not path.is_file():
             return False
         state = torch.load(path, map_location="cpu", weights_only=False)
+        defaults = asdict(ContrastiveConfig())  # options added later keep their defaults in older checkpoints
+        state["config"] = {**{k: v for k, v in defaults.items() if k not in state["config"]}, **state["config"]}
         if state["config"] != asdict(self.config):
             diff = {k: (v, asdict(self.config)[k]) for k, v in state["config"].items() if asdict(self.config)[k] != v}
             raise ValueError(
@@ -333,17 +397,75 @@ class ContrastiveTrainer:
         self.rewritten_seen += int(swap.sum())
         return torch.where(swap[:, None], self.data.rewritten[batch], feats)
 
-    def compute_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Symmetric InfoNCE of one batch of query indices (in-batch plus optional hard negatives)."""
+    def encode_queries(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Embeddings ``(b, dim)`` of queries; image+text queries (``query_image``) fuse both heads."""
         q = self.query_head(self._query_features(batch, generator))
-        c = self.candidate_head(self._candidate_features(self.data.positives[batch], generator))
+        if self.data.query_image is None:
+            return q
+        image = self.data.query_image[batch]
+        has = image >= 0
+        if not bool(has.any()):
+            return q
+        img = self.candidate_head(self._candidate_features(image[has], generator))
+        fused = F.normalize(F.normalize(q[has], dim=-1) + F.normalize(img, dim=-1), dim=-1)
+        return q.index_put((has.nonzero().squeeze(1),), fused)
+
+    def encode_candidates(self, index: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Embeddings ``(n, dim)`` of candidates by index: images by the candidate head, texts by the query head."""
+        if self.data.candidate_texts is None:
+            return self.candidate_head(self._candidate_features(index, generator))
+        n_images = self.data.candidates.shape[0]
+        is_text = index >= n_images
+        parts, order = [], []
+        if bool((~is_text).any()):
+            parts.append(self.candidate_head(self._candidate_features(index[~is_text], generator)))
+            order.append((~is_text).nonzero().squeeze(1))
+        if bool(is_text.any()):
+            parts.append(self.query_head(self.data.candidate_texts[index[is_text] - n_images]))
+            order.append(is_text.nonzero().squeeze(1))
+        out = torch.cat(parts)
+        return out[torch.argsort(torch.cat(order))]  # back to the order of ``index``
+
+    def _hard_negative_index(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """``(b, n)`` hard-negative candidate indices of a batch; ``hard_negatives_per_step`` random columns."""
+        if self.data.hard_negatives is None:
+            return None
+        idx = self.data.hard_negatives[batch]  # (b, n_neg)
+        take = self.config.hard_negatives_per_step
+        if take and take < idx.shape[1]:
+            cols = torch.rand(idx.shape, generator=generator).argsort(dim=1)[:, :take]
+            idx = torch.gather(idx, 1, cols)
+        return idx
+
+    def _false_negatives(self, batch: torch.Tensor, hard: torch.Tensor | None) -> torch.Tensor | None:
+        """``(b, b + m)`` mask of logits that are known-relevant candidates of another query's slot."""
+        if self.config.hard_negative_scope != "batch" or hard is None:
+            return None
+        columns = torch.cat([self.data.positives[batch], hard.reshape(-1)])  # candidate index per logit column
+        if self.data.relevance is None:
+            return columns[None, :] == self.data.positives[batch][:, None]
+        query_labels, candidate_labels = self.data.relevance
+        return candidate_labels[columns][None, :] == query_labels[batch][:, None]
+
+    def compute_loss(self, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """InfoNCE of one batch of query indices (in-batch plus optional hard negatives; see the config)."""
+        q = self.encode_queries(batch, generator)
+        c = self.encode_candidates(self.data.positives[batch], generator)
+        idx = self._hard_negative_index(batch, generator)
         hard = None
-        if self.data.hard_negatives is not None:
-            idx = self.data.hard_negatives[batch]  # (b, n_neg)
-            feats = self._candidate_features(idx.reshape(-1), generator)
-            hard = self.candidate_head(feats).reshape(idx.shape[0], idx.shape[1], -1)
+        if idx is not None:
+            hard = self.encode_candidates(idx.reshape(-1), generator).reshape(idx.shape[0], idx.shape[1], -1)
+        exclude = self._false_negatives(batch, idx)
+        extra: dict[str, Any] = {}
+        if self.config.hard_negative_scope == "batch":  # MM-Embed eq. 1 (default "query" keeps older info_nce calls)
+            extra = {"hard_negative_scope": "batch", "exclude": exclude}
         return info_nce(
-            q, c, logit_scale=self.temperature.logit_scale, hard_negatives=hard, symmetric=self.config.symmetric
+            q,
+            c,
+            logit_scale=self.temperature.logit_scale,
+            hard_negatives=hard,
+            symmetric=self.config.symmetric,
+            **extra,
         )
 
     def train(self, *, resume: bool = True, show_progress: bool = True) -> TrainSummary:

@@ -51,6 +51,7 @@ from lumir.models.heads import ProjectionHead
 from lumir.models.mini import IMAGE_FEATURE_DIM, TEXT_FEATURE_DIM, MiniHeads, feature_spans
 from lumir.train.contrastive import ContrastiveConfig, ContrastiveData, ContrastiveTrainer, TrainSummary
 from lumir.train.features import cache_image_features, cache_text_features
+from lumir.train.mini_union import UnionFeatures, build_union_data, instructed_features, union_recall
 from lumir.types import Item
 
 __all__ = [
@@ -195,7 +196,18 @@ def load_augmented_captions(
 
 _KEYS = {
     "recipe": {"kind", "data", "features", "model", "train", "output_dir", "source", "name", "description"},
-    "data": {"dataset", "root", "split", "holdout", "augmented", "require_complete", "scale_epochs", "rewrites"},
+    "data": {
+        "dataset",
+        "root",
+        "split",
+        "holdout",
+        "augmented",
+        "require_complete",
+        "scale_epochs",
+        "rewrites",
+        "union",
+        "hard_negatives",
+    },
     "features": {"cache_dir", "views", "mirror"},
 }
 
@@ -232,6 +244,43 @@ def load_rewrite_features(
         has[idx] = True
     summary = {"path": str(path), "records": len(by_id), "captions_with_rewrite": int(has.sum())}
     return features, has, summary
+
+
+def _union_setup(
+    data_cfg: Mapping[str, Any],
+    images: Sequence[Item],
+    captions: Sequence[Item],
+    img_feats: torch.Tensor,
+    txt_feats: torch.Tensor,
+    positives: torch.Tensor,
+    cache_dir: Path,
+    split: str,
+    seed: int,
+) -> tuple[UnionFeatures, list[dict[str, Any]] | None] | None:
+    """``data.union``: the union-pool features (:mod:`lumir.train.mini_union`) and ``data.hard_negatives``'
+    mined records; None for the plain caption → photo recipe.
+
+    Raises:
+        ValueError: union combined with rewrites or augmented captions, or hard negatives without union.
+    """
+    if not data_cfg.get("union"):
+        if data_cfg.get("hard_negatives"):
+            raise ValueError("data.hard_negatives needs data.union: true (mined on the union pool)")
+        return None
+    if data_cfg.get("rewrites") or data_cfg.get("augmented"):
+        raise ValueError("data.union does not combine with data.rewrites or data.augmented")
+    instructed, instruction = instructed_features(captions, cache_dir, f"flickr8k-{split}-captions")
+    feats = UnionFeatures(img_feats, txt_feats, instructed, instruction, positives, [it.id for it in images],
+                          [c.id for c in captions])  # fmt: skip
+    records = None
+    if data_cfg.get("hard_negatives"):
+        from lumir.train.mining import read_mined
+
+        path = Path(data_cfg["hard_negatives"])
+        if not path.is_file():
+            raise FileNotFoundError(f"mined negatives not found: {path} (data.hard_negatives; see `lumir mine`)")
+        records = read_mined(path)[1]
+    return feats, records
 
 
 def _check_keys(recipe: Mapping[str, Any], data_cfg: Mapping[str, Any], feat_cfg: Mapping[str, Any]) -> None:
@@ -286,6 +335,7 @@ def train_mini(
 
     n_train = len(images) - holdout
     in_train = positives < n_train
+    union = _union_setup(data_cfg, images, captions, img_feats, txt_feats, positives, cache_dir, split, config.seed)
     train_txt, train_pos = txt_feats[in_train], positives[in_train]
     rewritten = has_rewrite = None
     rewriting: dict[str, Any] = {}
@@ -317,17 +367,27 @@ def train_mini(
         extra_rows = len(train_txt) - len(rewritten)
         rewritten = torch.cat([rewritten, torch.zeros(extra_rows, rewritten.shape[1])])
         has_rewrite = torch.cat([has_rewrite, torch.zeros(extra_rows, dtype=torch.bool)])
-    train_data = ContrastiveData(
-        train_txt, img_feats[:n_train], train_pos, rewritten=rewritten, has_rewrite=has_rewrite
+    train_data = (
+        ContrastiveData(train_txt, img_feats[:n_train], train_pos, rewritten=rewritten, has_rewrite=has_rewrite)
+        if union is None
+        else build_union_data(union[0].subset(n_train), union[1], seed=config.seed)
     )
 
     torch.manual_seed(config.seed)
     heads = build_mini_heads(recipe.get("model", {}))
     heads.image_head.fit_standardizer(train_data.candidates[:, 0])
-    heads.text_head.fit_standardizer(train_data.queries)
+    texts = train_data.queries if train_data.candidate_texts is None else train_data.candidate_texts
+    heads.text_head.fit_standardizer(texts)  # union: the plain captions, not the repeated instruction rows
 
     callback = None
-    if holdout:
+    mirror_view = views.index("mirror") if "mirror" in views else None
+    if holdout and union is not None:
+        val_union = union[0].subset(n_train, first=False)
+
+        def callback(trainer: ContrastiveTrainer, epoch: int) -> dict[str, float]:
+            return {f"val_{k}": v for k, v in union_recall(heads, val_union, mirror_view).items()}
+
+    elif holdout:
         val_imgs, val_txts = img_feats[n_train:], txt_feats[~in_train]
         val_pos = positives[~in_train] - n_train
 
@@ -343,7 +403,13 @@ def train_mini(
     heads.logit_scale = float(trainer.temperature.logit_scale.detach())
     heads.meta = {
         "recipe": dict(recipe),
-        "data": {"dataset": "flickr8k", "split": split, "images": n_train, "captions": int(in_train.sum())},
+        "data": {
+            "dataset": "flickr8k",
+            "split": split,
+            "images": n_train,
+            "captions": int(in_train.sum()),
+            **({} if union is None else {"union": True, "hard_negatives": data_cfg.get("hard_negatives")}),
+        },
         "augmentation": augmentation,
         "rewriting": rewriting,
         "training": {

@@ -6,6 +6,13 @@ folder: ``config.json`` with a ``vision_config`` loads as ``AutoModelForImageTex
 Prompts are the model's own chat template with ``add_generation_prompt=True``; batches are left-padded, so the
 next-token distribution of every row sits at the last position.
 
+A **LoRA adapter folder** loads too: ``adapter_config.json`` (peft) beside a lumir manifest naming the base model
+(``lumir_reranker.json`` written by :mod:`lumir.train.reranker`, ``lumir_rewriter.json`` by the rewriter
+trainers) loads the base folder and applies the adapter with ``peft`` (``lumir[train]``), so
+``load_chat_model("hf:ADAPTER_DIR")`` is a trained reranker or rewriter behind the same protocol. Trainers reuse
+:meth:`TransformersChatModel.model_inputs` and :meth:`TransformersChatModel.answer_token_ids`, so what is trained is
+exactly what :meth:`~TransformersChatModel.token_logprobs` scores.
+
 Example:
     >>> from lumir.models.chat.base import user_message
     >>> from lumir.testing.tiny import build_tiny_lm
@@ -17,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -38,7 +46,10 @@ from lumir.models.chat.base import (
 from lumir.models.hub import dtype_name, quiet_loading, resolve_device, resolve_dtype, resolve_local_model
 from lumir.protocols import Conversation
 
-__all__ = ["TransformersChatModel"]
+__all__ = ["ADAPTER_MANIFESTS", "TransformersChatModel", "adapter_base"]
+
+ADAPTER_MANIFESTS = ("lumir_reranker.json", "lumir_rewriter.json")
+"""lumir manifests that name an adapter folder's base model (``{"adapter": true, "base": FOLDER_OR_NAME}``)."""
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 _SAMPLE = 1 << 20  # bytes hashed at each end of a weights file
@@ -68,6 +79,15 @@ def _folder_digest(folder: Path, files: Sequence[Path] | None = None) -> str:
     return h.hexdigest()
 
 
+def _adapter_digest(base: Path, adapter: Path) -> str:
+    """sha256 over a base folder's digest and its adapter's config and weights (distinct per adapter)."""
+    h = hashlib.sha256(_folder_digest(base).encode())
+    h.update((adapter / "adapter_config.json").read_bytes())
+    for path in sorted(p for p in adapter.iterdir() if p.suffix in _WEIGHT_SUFFIXES):
+        file_sample_digest(h, path)
+    return h.hexdigest()
+
+
 def _module_digest(model: Any) -> str:
     """sha256 over an in-memory model's config and a prefix of each parameter tensor."""
     h = hashlib.sha256(model.config.to_json_string(use_diff=False).encode())
@@ -83,6 +103,52 @@ def _vocab_id(tokenizer: Any, text: str) -> int | None:
     if i is None or (i == tokenizer.unk_token_id and text != tokenizer.unk_token):
         return None
     return int(i)
+
+
+def adapter_base(folder: Path) -> Path | None:
+    """The base model folder of a LoRA adapter folder, or None when ``folder`` is not an adapter.
+
+    The base comes from the folder's lumir manifest (:data:`ADAPTER_MANIFESTS`); an offline LLM name there
+    (``smollm2``) resolves to its converted transformers folder under ``$LUMIR_HOME/hf``.
+
+    Raises:
+        ModelNotFoundError: an adapter whose manifest names no base, or a base that is not on this machine.
+    """
+    import json
+
+    from lumir.errors import ModelNotFoundError
+
+    if not (folder / "adapter_config.json").is_file():
+        return None
+    manifest: dict[str, Any] | None = None
+    manifest_file = folder / ADAPTER_MANIFESTS[0]
+    for name in ADAPTER_MANIFESTS:
+        if (folder / name).is_file():
+            manifest_file = folder / name
+            manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+            break
+    if not manifest or not manifest.get("base"):
+        raise ModelNotFoundError(
+            f"{folder} holds a LoRA adapter (adapter_config.json) but no lumir manifest naming its base model "
+            f"(one of {list(ADAPTER_MANIFESTS)} with a 'base' key); load the base with the adapter through peft, "
+            "or merge the adapter into a full model folder"
+        )
+    base = Path(str(manifest["base"])).expanduser()
+    if base.is_dir():
+        return base.resolve()
+    from lumir.models.chat.registry import OFFLINE_LLMS, lumir_home, offline_llm
+
+    try:
+        converted = lumir_home() / "hf" / offline_llm(str(manifest["base"])).name
+    except KeyError:
+        converted = None
+    if converted is not None and (converted / "config.json").is_file():
+        return converted
+    raise ModelNotFoundError(
+        f"the adapter in {folder} was trained on base model {str(manifest['base'])!r}, which is not a folder on this "
+        f"machine{'' if converted is None else f' (nor converted yet at {converted})'}; put the base there, or "
+        f"edit 'base' in {manifest_file}" + (f" (offline LLMs: {sorted(OFFLINE_LLMS)})" if converted is None else "")
+    )
 
 
 class _StopOnStrings:
@@ -191,17 +257,27 @@ class TransformersChatModel:
 
         path = resolve_local_model(model_path, what="chat model")
         dtype = resolve_dtype(options.get("dtype", "float32"))
+        base = adapter_base(path)
+        weights = base or path
+        model: Any
         with quiet_loading():
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            config = AutoConfig.from_pretrained(weights, local_files_only=True)
             if getattr(config, "vision_config", None) is not None:
-                model = AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, local_files_only=True)
-                processor = AutoProcessor.from_pretrained(path, local_files_only=True)
+                model = AutoModelForImageTextToText.from_pretrained(weights, dtype=dtype, local_files_only=True)
+                processor = AutoProcessor.from_pretrained(weights, local_files_only=True)
             else:
-                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-                processor = AutoTokenizer.from_pretrained(path, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(weights, dtype=dtype, local_files_only=True)
+                processor = AutoTokenizer.from_pretrained(weights, local_files_only=True)
+            if base is not None:
+                require("peft", extra="train")
+                from peft import PeftModel
+
+                with warnings.catch_warnings():  # peft asks for a transformers 5 deprecated attribute
+                    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+                    model = PeftModel.from_pretrained(model, path, is_trainable=False)
         chat = cls(model, processor, **{"name": path.name, **options})
         chat._source = {"type": cls.backend, "model_path": str(path)}
-        chat._weights_digest = _folder_digest(path)
+        chat._weights_digest = _folder_digest(path) if base is None else _adapter_digest(base, path)
         return chat
 
     @classmethod
@@ -334,24 +410,44 @@ class TransformersChatModel:
             PromptTooLongError: a prompt does not fit the context (checked before the model runs).
             ValueError: a candidate encodes to nothing, or two candidates share their first token.
         """
+        ids = self.answer_token_ids(tokens)
+        index = torch.tensor(ids, device=self.device)
+        rows = [torch.empty(0, len(ids))]
+        for batch in self._batches(conversations, batch_size):
+            inputs = self.model_inputs(batch)
+            with torch.inference_mode():
+                logits = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]  # (batch, vocab)
+            rows.append(logits.float().log_softmax(dim=-1)[:, index].cpu())
+        return torch.cat(rows)
+
+    def answer_token_ids(self, tokens: Sequence[str]) -> list[int]:
+        """The vocabulary id each candidate answer is scored by in :meth:`token_logprobs` (its first token,
+        per :func:`~lumir.models.chat.base.first_token_ids`); trainers use them as next-token targets.
+
+        Raises:
+            ValueError: a candidate encodes to nothing, or two candidates share their first token.
+        """
         tok = self.tokenizer
-        ids = first_token_ids(
+        return first_token_ids(
             lambda s: tok.encode(s, add_special_tokens=False),
             tokens,
             model=self.name,
             piece=lambda i: str(tok.convert_ids_to_tokens(i)),
             lookup=lambda text: _vocab_id(tok, text),
         )
-        index = torch.tensor(ids, device=self.device)
-        rows = [torch.empty(0, len(ids))]
-        for batch in self._batches(conversations, batch_size):
-            inputs = self._encode(batch, reserve=0)
-            if not self.supports_images:  # positions that ignore the left padding (VLMs compute their own)
-                inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
-            with torch.inference_mode():
-                logits = self.model(**inputs, use_cache=False, logits_to_keep=1).logits[:, -1]  # (batch, vocab)
-            rows.append(logits.float().log_softmax(dim=-1)[:, index].cpu())
-        return torch.cat(rows)
+
+    def model_inputs(self, conversations: Sequence[Conversation]) -> dict[str, torch.Tensor]:
+        """The exact forward-pass inputs :meth:`token_logprobs` gives the model for one batch: chat template with
+        the generation prompt, left padding, and (text models) position ids that skip the padding, so the logits
+        at the last position are the first assistant token's. On this model's device.
+
+        Raises:
+            PromptTooLongError: a prompt does not fit the context.
+        """
+        inputs = self._encode(conversations, reserve=0)
+        if not self.supports_images:  # positions that ignore the left padding (VLMs compute their own)
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(dim=1) - 1).clamp(min=0)
+        return inputs
 
     def generate(
         self, conversations: Sequence[Conversation], *, batch_size: int | None = None, **gen: Any
