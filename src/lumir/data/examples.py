@@ -34,7 +34,7 @@ from typing import Any
 from lumir.collections import RetrievalTask
 from lumir.config import atomic_write_text
 from lumir.errors import DataFormatError
-from lumir.io.jsonl import iter_jsonl
+from lumir.io.jsonl import item_record, iter_jsonl
 from lumir.types import Item, Query
 
 __all__ = [
@@ -178,32 +178,20 @@ def attach_negatives(
     return out
 
 
-def _item_record(item: Item) -> dict[str, Any]:
-    record: dict[str, Any] = {"id": item.id}
-    if item.text is not None:
-        record["text"] = item.text
-    if item.image is not None:
-        if not isinstance(item.image.source, (str, Path)):
-            raise ValueError(f"item {item.id!r}: only images stored as files can be written to jsonl")
-        record["image"] = str(Path(item.image.source).absolute())
-    if item.meta:
-        record["meta"] = dict(item.meta)
-    if isinstance(item, Query):
-        if item.instruction is not None:
-            record["instruction"] = item.instruction
-        if item.task is not None:
-            record["task"] = item.task
-    return record
-
-
 def write_examples(path: str | Path, examples: Iterable[TrainingExample]) -> int:
-    """Write examples to jsonl atomically (image paths absolute); returns how many."""
+    """Write examples to jsonl atomically (image paths under the file's folder relative to it, others absolute);
+    returns how many.
+
+    Raises:
+        ValueError: an image held in memory (not a file).
+    """
+    base = Path(path).absolute().parent
     lines = []
     for ex in examples:
         rec = {
-            "query": _item_record(ex.query),
-            "positive": _item_record(ex.positive),
-            "negatives": [_item_record(n) for n in ex.negatives],
+            "query": item_record(ex.query, base),
+            "positive": item_record(ex.positive, base),
+            "negatives": [item_record(n, base) for n in ex.negatives],
             "positive_ids": sorted(ex.positive_ids),
             "source": ex.source,
             "task": ex.task,

@@ -30,7 +30,7 @@ from lumir.errors import DataFormatError
 from lumir.io.images import IMAGE_EXTENSIONS
 from lumir.types import Item, Query
 
-__all__ = ["atomic_writer", "iter_jsonl", "iter_lines", "read_items", "read_queries", "write_items"]
+__all__ = ["atomic_writer", "item_record", "iter_jsonl", "iter_lines", "read_items", "read_queries", "write_items"]
 
 _ITEM_KEYS = frozenset({"id", "text", "image", "meta"})
 _QUERY_KEYS = _ITEM_KEYS | {"instruction", "task"}
@@ -171,7 +171,8 @@ def _image_field(item: Item, base: Path) -> str | None:
         return str(absolute)
 
 
-def _to_record(item: Item, base: Path) -> dict[str, Any]:
+def item_record(item: Item, base: Path) -> dict[str, Any]:
+    """The jsonl record of an item or query; image paths under ``base`` are written relative to it."""
     record: dict[str, Any] = {"id": item.id}
     if item.text is not None:
         record["text"] = item.text
@@ -202,7 +203,7 @@ def write_items(path: str | Path, items: Iterable[Item]) -> int:
     n = 0
     with atomic_writer(path) as fh:
         for item in items:
-            record = _to_record(item, base)
+            record = item_record(item, base)
             try:
                 line = json.dumps(record, ensure_ascii=False)
             except (TypeError, ValueError) as err:
