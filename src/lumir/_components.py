@@ -117,6 +117,13 @@ RERANKERS.register(
     arg="llm",
     help="LamRA-Rank listwise, sliding windows",
 )
+RERANKERS.register(
+    "action-aware",
+    f"{_R}.action_aware:ActionAwareReranker",
+    aliases=("lamp", "action"),
+    arg="model",
+    help="LAMP: action-knowledge-prompted image embeddings re-score a top-20 (action-aware prompt tuning §3.5)",
+)
 
 # rewriters ---------------------------------------------------------------------------------------------------------
 REWRITERS.register(
@@ -227,4 +234,10 @@ RECIPES.register(
     arg=None,
     extra="train",
     help="a LamRA-Rank reranker LoRA, joint pointwise + listwise (lumir train reranker)",
+)
+RECIPES.register(
+    "prompt_tuning",
+    "lumir.train.prompt_tuning_recipe:run_prompt_tuning_recipe",
+    arg=None,
+    help="LAMP action-aware prompts, two-stage (lumir train prompt)",
 )

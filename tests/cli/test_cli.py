@@ -169,7 +169,7 @@ def test_stage_specs_and_pipeline_files(color_jsonl: Path, tmp_path: Path) -> No
     out = tmp_path / "idx"
     _index(color_jsonl, out)
     res = runner.invoke(app, ["search", str(out), "--text", "red", "--rerank", "best"])
-    assert res.exit_code == 2 and "unknown reranker 'best'; known: listwise" in res.output
+    assert res.exit_code == 2 and "unknown reranker 'best'; known: action-aware, listwise" in res.output
     res = runner.invoke(
         app, ["search", str(out), "--text", "red", "-k", "2", "--json", "--rewrite", "template:{text} thing"]
     )

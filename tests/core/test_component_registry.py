@@ -39,7 +39,9 @@ def test_spec_strings_parse_to_spec_dicts() -> None:
 
 
 def test_unknown_names_list_the_known_ones_and_missing_extras_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(KeyError, match=r"unknown reranker 'best'; known: listwise, true-false, yes-no \(aliases:"):
+    with pytest.raises(
+        KeyError, match=r"unknown reranker 'best'; known: action-aware, listwise, true-false, yes-no \(aliases:"
+    ):
         REGISTRIES["reranker"].parse("best")
     with pytest.raises(KeyError, match="has no 'type'"):
         REGISTRIES["index"].normalize({"dim": 3})
@@ -125,6 +127,7 @@ COMPONENT_CASES: dict[tuple[str, str], Case] = {
     ("reranker", "true-false"): lambda _: {"type": "true-false", "llm": _scripted(), "k": 3},
     ("reranker", "yes-no"): lambda _: {"type": "yes-no", "llm": _scripted(), "alpha": 0.2, "normalize": "minmax"},
     ("reranker", "listwise"): lambda _: {"type": "listwise", "llm": _scripted(), "window": 3},
+    ("reranker", "action-aware"): lambda tmp: {"type": "lamp", "model": str(_action_model(tmp)), "k": 3},
     ("rewriter", "template"): lambda _: "template:a photo of {text}",
     ("rewriter", "llm"): lambda _: {"type": "llms-rewrite", "llm": _scripted(), "similarity": "color"},
     ("rewriter", "trained"): lambda tmp: f"trained:{_tiny_lm(tmp)},max_new_tokens=8,llm_cache={tmp / 'c.sqlite'}",
@@ -172,6 +175,13 @@ def _tiny_clip(tmp: Path) -> Path:
     from lumir.testing.tiny import save_tiny_clip
 
     return save_tiny_clip(tmp / "clip")
+
+
+def _action_model(tmp: Path) -> Path:
+    from lumir.models.action_model import ActionAwareModel
+
+    spec = {"backbone": {"kind": "clip", "path": str(_tiny_clip(tmp))}, "prompt": {"num_triplets": 2, "heads": 2}}
+    return ActionAwareModel.build(spec).save(tmp / "lamp")
 
 
 def _tiny_lm(tmp: Path) -> Path:
@@ -235,5 +245,5 @@ def test_source_spec_round_trip(name: str, tmp_path: Path) -> None:
 
 def test_recipe_kinds_resolve_to_runners() -> None:
     recipes = REGISTRIES["recipe"]
-    assert recipes.names() == ["embedder", "mini", "reranker", "rewriter"]
+    assert recipes.names() == ["embedder", "mini", "prompt_tuning", "reranker", "rewriter"]
     assert all(callable(recipes.load(name)) for name in recipes.names())

@@ -59,6 +59,13 @@ def knowledge(
     llm: Annotated[
         str, typer.Option("--llm", help="Chat model spec (smollm2, qwen-coder, gguf:PATH, ...).")
     ] = "smollm2",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="two-step (Q1, then one Q2 call per triplet), joint (one call per caption for triplets and states; "
+            "faster) or rules (no LLM: word-rule triplets, no states; Table 2's hand-crafted ablation)."
+        ),
+    ] = "two-step",
     max_retries: Annotated[int, typer.Option(help="Sampled retries after a failed format check.")] = 2,
     batch_size: Annotated[int, typer.Option(help="Captions per batch (one append per batch).")] = 16,
     llm_cache: Annotated[
@@ -77,8 +84,13 @@ def knowledge(
         items = [(it.id, it.text) for it in corpus if it.text]
         if limit is not None:
             items = items[:limit]
-        chat = _chat_model(llm, llm_cache, no_llm_cache)
-        counts = KnowledgeExtractor(chat, max_retries=max_retries).run(items, output, batch_size=batch_size)
+        from lumir.augment.knowledge import MODES
+
+        if mode not in MODES:
+            raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+        chat = None if mode == "rules" else _chat_model(llm, llm_cache, no_llm_cache)
+        extractor = KnowledgeExtractor(chat, mode=mode, max_retries=max_retries)
+        counts = extractor.run(items, output, batch_size=batch_size, progress=mode != "rules")
     except CLI_ERRORS as err:
         fail(err)
     typer.echo(

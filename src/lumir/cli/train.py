@@ -135,3 +135,37 @@ def reranker(
         f"model: {result.model_dir}\nlog: {result.log_path}\n"
         f"use it: lumir eval scifact --embedder minilm --rerank yes-no:llm=hf:{result.model_dir}"
     )
+
+
+@train_app.command("prompt")
+def prompt(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/prompt_tuning/lamp_mini.yaml.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Folder holding flickr8k/ (default: $LUMIR_DATA, ../shared/data).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.schedule=one-stage.")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="A named profile of the recipe, applied before --set.")] = None,
+) -> None:
+    """Train LAMP action-aware prompts (two-stage, §3.4) from a ``kind: prompt_tuning`` recipe; resumes from the
+    output folder's checkpoint; prints where the model went and how to re-score with it."""
+    from lumir.train.recipe import run_recipe
+
+    with cli_errors():
+        result = run_recipe(config, set_ or [], profile=profile, data=data, output_dir=output)
+    last = result["epochs"][-1] if result["epochs"] else {}
+    typer.echo(f"trained {result['steps']} steps in {result['seconds']:.1f} s; last epoch: {json_line(last)}")
+    typer.echo(
+        f"model: {result['model']}\nuse it: lumir eval flickr8k --embedder mini "
+        f"--rerank action-aware:model={result['model']},knowledge=KNOWLEDGE.jsonl"
+    )
+
+
+def json_line(entry: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in entry.items())

@@ -31,7 +31,6 @@ among the sample photos, so it stays opt-in too (BENCHMARKS.md).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +53,7 @@ from lumir.models.mini import (
     ImageFeatureExtractor,
     MiniHeads,
     load_mini_heads,
+    shipped_mini_path,
     text_tower_features,
 )
 from lumir.models.text import SentenceTransformerModel, minilm_path
@@ -62,11 +62,6 @@ from lumir.types import Modality
 __all__ = ["MiniEmbedder", "imagenet_class_vectors", "shipped_mini_path"]
 
 _CLASS_VECTORS: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
-
-
-def shipped_mini_path() -> Path:
-    """Folder of the lumir-mini heads shipped inside the package."""
-    return Path(str(resources.files("lumir") / "assets" / "mini"))
 
 
 def imagenet_class_vectors(templates: Sequence[str], model: SentenceTransformerModel | None = None) -> torch.Tensor:

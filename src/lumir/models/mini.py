@@ -45,6 +45,7 @@ __all__ = [
     "MiniHeads",
     "feature_spans",
     "load_mini_heads",
+    "shipped_mini_path",
     "text_tower_features",
     "view_pixels",
 ]
@@ -298,6 +299,13 @@ class MiniHeads(nn.Module):
             save_file(state, str(tmp), metadata={"format": MINI_FORMAT})
         atomic_write_text(folder / "config.json", json.dumps(self.config(), indent=2) + "\n")
         return folder
+
+
+def shipped_mini_path() -> Path:
+    """Folder of the lumir-mini heads shipped inside the package."""
+    from importlib import resources
+
+    return Path(str(resources.files("lumir") / "assets" / "mini"))
 
 
 def load_mini_heads(folder: str | Path) -> MiniHeads:

@@ -11,14 +11,23 @@ instructions) reuse llama.cpp's KV cache for that prefix: only the differing suf
 (``reuse_prefix=True``; ``stats.extra["reused_tokens"]`` counts what was saved). The values equal a fresh
 evaluation (measured identical, max |difference| 0.0, on SmolLM2; the tests allow 1e-4).
 
-llama.cpp runs one sequence at a time here (llama-cpp-python has no batched generation), so conversations are
-processed sequentially; the model is guarded by a lock and may be shared between threads.
+``generate`` reuses the previous prompt's common prefix too (llama-cpp-python does it), and with ``prefix_snapshots``
+it also keeps the KV cache of the prefix shared by all conversations of one call (a few-shot prompt's instruction and
+examples) as a snapshot: a later call whose prompts start with it restores the snapshot instead of evaluating the
+prefix again, when another prompt came in between (two prompt families taking turns, as the action-knowledge
+extractor's joint prompt and Q2 retries do). Greedy outputs are unchanged (tested on SmolLM2).
+
+llama.cpp runs one sequence at a time here (llama-cpp-python has no batched generation; on CPU, batching several
+sequences in one decode measured no faster per token), so conversations are processed sequentially; the model is
+guarded by a lock and may be shared between threads.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +48,14 @@ from lumir.models.chat.base import (
 from lumir.protocols import Conversation
 
 __all__ = ["LlamaCppChatModel", "gguf_fingerprint"]
+
+
+def llama_cpp_lib() -> Any:
+    """The low-level ``llama_cpp`` bindings (state save / restore of one sequence)."""
+    import llama_cpp
+
+    return llama_cpp
+
 
 _MIB = 1 << 20
 
@@ -72,6 +89,7 @@ class LlamaCppChatModel:
         seed: default sampling seed (greedy decoding ignores it).
         verbose: let llama.cpp log to stderr.
         reuse_prefix: reuse the KV cache of the previous prompt's common prefix in :meth:`token_logprobs`.
+        prefix_snapshots: how many shared-prefix KV snapshots :meth:`generate` keeps (0: none).
         source: how :meth:`spec` locates the model (default ``{"type": "llama-cpp", "model_path": ...}``; the
             offline LLMs use their portable name).
 
@@ -94,6 +112,7 @@ class LlamaCppChatModel:
         seed: int = 0,
         verbose: bool = False,
         reuse_prefix: bool = True,
+        prefix_snapshots: int = 4,
         source: Mapping[str, Any] | None = None,
     ) -> None:
         llama_cpp = require("llama_cpp", extra="llm", package="llama-cpp-python")
@@ -107,6 +126,8 @@ class LlamaCppChatModel:
         self.seed = int(seed)
         self.verbose = bool(verbose)
         self.reuse_prefix = bool(reuse_prefix)
+        self.prefix_snapshots = int(prefix_snapshots)
+        self._snapshots: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._source = dict(source) if source is not None else {"type": "llama-cpp", "model_path": str(path)}
         try:
             self._llm = llama_cpp.Llama(
@@ -164,6 +185,7 @@ class LlamaCppChatModel:
             "seed": self.seed,
             "verbose": self.verbose,
             "reuse_prefix": self.reuse_prefix,
+            "prefix_snapshots": self.prefix_snapshots,
         }
 
     def __repr__(self) -> str:
@@ -266,6 +288,76 @@ class LlamaCppChatModel:
                 out[i] = (logits[ids] - log_z).astype(np.float32)
         return torch.from_numpy(out)
 
+    # ------------------------------------------------------------------ shared-prefix snapshots
+
+    _MIN_SNAPSHOT = 32
+    """Shorter shared prefixes are not worth a snapshot."""
+
+    def _cached_prefix(self, ids: Sequence[int]) -> int:
+        """How many leading tokens of ``ids`` the KV cache holds now."""
+        llm = self._llm
+        m = min(int(llm.n_tokens), len(ids))
+        if m == 0:
+            return 0
+        same = np.asarray(llm.input_ids[:m]) == np.asarray(ids[:m], dtype=llm.input_ids.dtype)
+        return m if bool(same.all()) else int(np.argmin(same))
+
+    def _snapshot(self, prompts: Sequence[list[int]]) -> None:
+        """Evaluate the prefix all ``prompts`` share (but their last tokens) and keep its KV cache as a snapshot."""
+        first = np.asarray(prompts[0])
+        n = min(len(p) for p in prompts) - 1
+        for p in prompts[1:]:
+            same = first[:n] == np.asarray(p[:n])
+            n = n if bool(same.all()) else int(np.argmin(same))
+        key = tuple(int(t) for t in first[:n])
+        if n < self._MIN_SNAPSHOT or key in self._snapshots:
+            return
+        llm = self._llm
+        keep = min(self._cached_prefix(key), n - 1)
+        if keep > 0 and llm._ctx.kv_cache_seq_rm(-1, keep, -1):
+            llm.n_tokens = keep
+        else:
+            llm.reset()
+            keep = 0
+        llm.eval(list(key[keep:]))
+        ctx = llm._ctx.ctx
+        size = int(llama_cpp_lib().llama_state_seq_get_size(ctx, 0))
+        buf = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp_lib().llama_state_seq_get_data(ctx, buf, size, 0))
+        if written <= 0:
+            return
+        self._snapshots[key] = bytes(buf[:written])
+        while len(self._snapshots) > self.prefix_snapshots:
+            self._snapshots.popitem(last=False)
+
+    def _restore(self, ids: list[int]) -> None:
+        """Load the longest snapshot that is a prefix of ``ids`` when it beats what the KV cache holds now."""
+        cached = self._cached_prefix(ids)
+        best: tuple[int, ...] | None = None
+        for key in self._snapshots:
+            if (
+                cached < len(key) < len(ids)
+                and (best is None or len(key) > len(best))
+                and tuple(ids[: len(key)]) == key
+            ):
+                best = key
+        if best is None:
+            return
+        llm = self._llm
+        blob = self._snapshots[best]
+        self._snapshots.move_to_end(best)
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        buf = (ctypes.c_uint8 * len(blob)).from_buffer_copy(blob)
+        if int(llama_cpp_lib().llama_state_seq_set_data(llm._ctx.ctx, buf, len(blob), 0)) == 0:
+            llm.reset()
+            llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+            return
+        llm.input_ids[: len(best)] = best
+        llm.n_tokens = len(best)
+        llm._requires_eval = True
+        self.stats.extra["restored_tokens"] = self.stats.extra.get("restored_tokens", 0) + len(best)
+
     def generate(self, conversations: Sequence[Conversation], **gen: Any) -> list[str]:
         """The assistant's reply to each conversation (greedy unless ``temperature > 0``; see GenerationConfig).
 
@@ -276,7 +368,11 @@ class LlamaCppChatModel:
         with self._lock:
             prompts = [self._prompt_tokens(c, room=1) for c in conversations]
             outs: list[str] = []
+            if self.prefix_snapshots > 0 and len(prompts) > 1:
+                self._snapshot(prompts)
             for prompt in prompts:
+                if self._snapshots:
+                    self._restore(prompt)
                 try:
                     res = self._llm.create_completion(
                         prompt=prompt,
