@@ -11,23 +11,28 @@ from lumir.cli.run import cli_errors
 
 train_app = typer.Typer(help="Train models from YAML recipes (recipes/...).", no_args_is_help=True)
 
+# options every `lumir train` command shares
+ProfileOption = Annotated[
+    str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
+]
+SetOption = Annotated[
+    list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=2 (repeatable).")
+]
+OutputOption = Annotated[Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")]
+DataOption = Annotated[
+    Path | None, typer.Option(help="Folder holding flickr8k/ (default: $LUMIR_DATA, ../shared/data).")
+]
+ResumeOption = Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")]
+
 
 @train_app.command("embedder")
 def embedder(
     config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/mini/flickr8k.yaml.")],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Folder holding flickr8k/ (default: $LUMIR_DATA, ../shared/data).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=5 (repeatable).")
-    ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
+    output: OutputOption = None,
+    data: DataOption = None,
+    set_: SetOption = None,
+    profile: ProfileOption = None,
+    resume: ResumeOption = True,
 ) -> None:
     """Train an embedder from a recipe (lumir-mini heads, or an (M)LLM embedder: recipes/embedder/*.yaml); prints
     where the model went and how to use it."""
@@ -58,16 +63,10 @@ def rewriter(
     stage: Annotated[
         str | None, typer.Option(help="MGQRe stage: sft, pro, ppo or grpo (default: the recipe's own).")
     ] = None,
-    profile: Annotated[
-        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=2 (repeatable).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+    output: OutputOption = None,
+    resume: ResumeOption = True,
 ) -> None:
     """Train a query rewriter (MGQRe SFT → PRO → PPO) from a recipe; prints where the model went and how to use it."""
     from lumir.train.rewriter.run import run_rewriter_recipe
@@ -105,16 +104,10 @@ def reranker(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/reranker/lamra_rank.yaml.")
     ],
-    profile: Annotated[
-        str | None, typer.Option(help="A named profile of the recipe, applied before --set (e.g. cpu).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.epochs=2 (repeatable).")
-    ] = None,
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
-    ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the output folder's checkpoint if there is one.")] = True,
+    profile: ProfileOption = None,
+    set_: SetOption = None,
+    output: OutputOption = None,
+    resume: ResumeOption = True,
 ) -> None:
     """Train a LamRA-Rank reranker LoRA (joint pointwise + listwise) from a recipe; prints how to rerank with it."""
     from lumir.train.reranker import run_reranker_recipe
@@ -142,16 +135,10 @@ def prompt(
     config: Annotated[
         Path, typer.Option("--config", "-c", help="Recipe YAML, e.g. recipes/prompt_tuning/lamp_mini.yaml.")
     ],
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Output folder (default: the recipe's).")
-    ] = None,
-    data: Annotated[
-        Path | None, typer.Option(help="Folder holding flickr8k/ (default: $LUMIR_DATA, ../shared/data).")
-    ] = None,
-    set_: Annotated[
-        list[str] | None, typer.Option("--set", help="Override a recipe value: --set train.schedule=one-stage.")
-    ] = None,
-    profile: Annotated[str | None, typer.Option(help="A named profile of the recipe, applied before --set.")] = None,
+    output: OutputOption = None,
+    data: DataOption = None,
+    set_: SetOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Train LAMP action-aware prompts (two-stage, §3.4) from a ``kind: prompt_tuning`` recipe; resumes from the
     output folder's checkpoint; prints where the model went and how to re-score with it."""
