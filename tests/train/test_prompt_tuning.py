@@ -158,3 +158,31 @@ def test_cat_variant_trains_prompts_in_stage2() -> None:
     trainer.train()
     moved = _moved(before, model)
     assert moved and all(k.startswith("prompter.") and "interaction" not in k for k in moved)
+
+
+def test_first_stage_batches_cover_every_caption_once_without_repeated_photos() -> None:
+    from lumir.train.prompt_tuning import first_stage_batches
+
+    g = torch.Generator().manual_seed(1)
+    texts = torch.nn.functional.normalize(torch.randn(30, 8, generator=g), dim=-1)
+    base = torch.nn.functional.normalize(torch.randn(10, 8, generator=g), dim=-1)
+    image_of = torch.arange(30) % 10  # three captions per photo
+    batches = first_stage_batches(texts, base, image_of, 4, torch.Generator().manual_seed(0))
+    flat = torch.cat(batches).tolist()
+    assert sorted(flat) == list(range(30))
+    assert all(len(set(image_of[b].tolist())) == len(b) <= 4 for b in batches)
+    # the seed caption's batch holds the photos the first stage ranks highest for it
+    first = batches[0]
+    ranked = (texts[first[0]] @ base.T).argsort(descending=True).tolist()
+    assert [int(image_of[c]) for c in first[1:]] == [p for p in ranked if p != int(image_of[first[0]])][
+        : len(first) - 1
+    ]
+
+
+def test_trainer_runs_with_first_stage_batching() -> None:
+    model, data = _setup()
+    data.images["base"] = torch.nn.functional.normalize(torch.randn(len(COLORS), 16), dim=-1)
+    summary = PromptTuningTrainer(model, data, _stage1_config(schedule="one-stage", batching="first_stage")).train()
+    assert summary.steps >= 2
+    with pytest.raises(ValueError, match="batching"):
+        PromptTuningConfig(batching="hard")  # type: ignore[arg-type]

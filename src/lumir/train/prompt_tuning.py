@@ -46,6 +46,7 @@ __all__ = [
     "PromptTuningConfig",
     "PromptTuningData",
     "PromptTuningTrainer",
+    "first_stage_batches",
     "lamp_contrastive_loss",
     "lamp_triplet_loss",
     "stage_plan",
@@ -92,6 +93,48 @@ def lamp_triplet_loss(scores: torch.Tensor, margin: float = 0.2, *, hardest: boo
     return t2i.mean() + i2t.mean()
 
 
+def first_stage_batches(
+    texts: torch.Tensor, base: torch.Tensor, image_of: torch.Tensor, batch_size: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Batches of captions whose photos the first stage confuses (our addition; ``batching="first_stage"``).
+
+    Re-scoring only ever sees a first stage's top-k, so random in-batch negatives are mostly far easier than the
+    candidates it must order. Walking captions in a seeded random order, each new batch is seeded with one caption
+    and filled with unbatched captions of the photos the first stage ranks highest for it (``texts @ base.T``),
+    never two captions of one photo. Every caption lands in exactly one batch.
+
+    Example:
+        >>> texts = torch.eye(4)
+        >>> base = torch.tensor([[1.0, 0, 0, 0], [0.9, 0.1, 0, 0], [0, 0, 1.0, 0], [0, 0, 0.9, 0.1]])
+        >>> batches = first_stage_batches(texts, base, torch.arange(4), 2, torch.Generator().manual_seed(0))
+        >>> sorted(sorted(b.tolist()) for b in batches)  # photos 0/1 and 2/3 look alike to the first stage
+        [[0, 1], [2, 3]]
+    """
+    n = texts.shape[0]
+    by_image: dict[int, list[int]] = {}
+    for c, i in enumerate(image_of.tolist()):
+        by_image.setdefault(i, []).append(c)
+    depth = min(base.shape[0], 4 * batch_size)
+    neighbours = (texts.float() @ base.float().T).topk(depth, dim=1).indices.tolist()
+    used = [False] * n
+    batches: list[torch.Tensor] = []
+    for seed in torch.randperm(n, generator=generator).tolist():
+        if used[seed]:
+            continue
+        batch, photos = [seed], {int(image_of[seed])}
+        used[seed] = True
+        for photo in neighbours[seed]:
+            if len(batch) == batch_size:
+                break
+            free = [c for c in by_image.get(photo, []) if not used[c]] if photo not in photos else []
+            if free:
+                batch.append(free[0])
+                used[free[0]] = True
+                photos.add(photo)
+        batches.append(torch.tensor(batch, dtype=torch.long))
+    return batches
+
+
 Schedule = Literal["two-stage", "one-stage", "combined"]
 
 
@@ -113,6 +156,7 @@ class PromptTuningConfig:
     margin: float = 0.2
     hardest_negative: bool = True
     grad_clip: float = 1.0
+    batching: Literal["random", "first_stage"] = "random"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -122,6 +166,8 @@ class PromptTuningConfig:
             raise ValueError(f"pairing must be 'cross' or 'paired', got {self.pairing!r}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be at least 2 (in-batch negatives)")
+        if self.batching not in ("random", "first_stage"):
+            raise ValueError(f"batching must be 'random' or 'first_stage', got {self.batching!r}")
 
 
 @dataclass
@@ -334,6 +380,9 @@ class PromptTuningTrainer:
     def _batches(self, stage_index: int, epoch: int) -> list[torch.Tensor]:
         """Caption batches without a repeated image, seeded by (seed, stage, epoch)."""
         g = torch.Generator().manual_seed(self.config.seed * 1000 + stage_index * 100 + epoch)
+        if self.config.batching == "first_stage" and "base" in self.data.images:
+            return first_stage_batches(self.data.texts, self.data.images["base"], self.data.image_of,
+                                       self.config.batch_size, g)  # fmt: skip
         return no_duplicate_batches(self.data.image_of, self.config.batch_size, g)
 
     def _log(self, entry: Mapping[str, Any]) -> None:
