@@ -76,12 +76,7 @@ def rewriter(
             config, stage=stage, overrides=set_ or [], profile=profile, output_dir=output, resume=resume
         )
     m = result.metrics
-    line = f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s"
-    if isinstance(m.get("train_loss"), (int, float)):
-        line += f"; final loss {m['train_loss']:.4f}"
-    if isinstance(m.get("eval_loss"), (int, float)):
-        line += f", holdout loss {m['eval_loss']:.4f}"
-    typer.echo(line)
+    typer.echo(_loss_line(m, f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s"))
     for key, value in m.items():  # holdout accuracies (PRO's top1/pair_acc, SFT's token accuracy), not counters
         if key.startswith("eval_") and ("acc" in key or "top1" in key) and isinstance(value, float):
             typer.echo(f"  {key}: {value:.4f}")
@@ -115,12 +110,8 @@ def reranker(
     with cli_errors():
         result = run_reranker_recipe(config, overrides=set_ or [], profile=profile, output_dir=output, resume=resume)
     m = result.metrics
-    line = f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s ({m.get('seconds_per_step', '?')} s/step)"
-    if isinstance(m.get("train_loss"), (int, float)):
-        line += f"; final loss {m['train_loss']:.4f}"
-    if isinstance(m.get("eval_loss"), (int, float)):
-        line += f", holdout loss {m['eval_loss']:.4f}"
-    typer.echo(line)
+    head = f"trained {m.get('steps', '?')} steps in {result.seconds:.1f} s ({m.get('seconds_per_step', '?')} s/step)"
+    typer.echo(_loss_line(m, head))
     for key in ("eval_point_acc", "eval_list_acc"):
         if isinstance(m.get(key), float):
             typer.echo(f"  {key}: {m[key]:.4f}")
@@ -152,6 +143,16 @@ def prompt(
         f"model: {result['model']}\nuse it: lumir eval flickr8k --embedder mini "
         f"--rerank action-aware:model={result['model']},knowledge=KNOWLEDGE.jsonl"
     )
+
+
+def _loss_line(metrics: dict[str, object], head: str) -> str:
+    """``head`` followed by the final training loss and the holdout loss, when the trainer reported them."""
+    line = head
+    if isinstance(metrics.get("train_loss"), (int, float)):
+        line += f"; final loss {metrics['train_loss']:.4f}"
+    if isinstance(metrics.get("eval_loss"), (int, float)):
+        line += f", holdout loss {metrics['eval_loss']:.4f}"
+    return line
 
 
 def json_line(entry: dict[str, object]) -> str:
