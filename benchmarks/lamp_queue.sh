@@ -35,9 +35,9 @@ step() {  # name, command...
 }
 KNOW=(.venv/bin/lumir augment knowledge --llm qwen-coder --mode joint --llm-cache runs/lamp/llm-cache.sqlite)
 # 1. no-LLM rows first (they need no knowledge): rule-based triplets, and visual prompts only
-step train_rules .venv/bin/python $B train --variant rules
+step train_rules .venv/bin/python $B train --variant rules --set train.batching=random
 step test_rules .venv/bin/python $B test --variant rules
-step train_no_knowledge .venv/bin/python $B train --variant no_knowledge
+step train_no_knowledge .venv/bin/python $B train --variant no_knowledge --set train.batching=random
 step test_no_knowledge .venv/bin/python $B test --variant no_knowledge
 # 1b. the batching chosen on the holdout (first_stage, now the recipe default): its test rows
 step train_rules-fsb .venv/bin/python $B train --variant rules --set train.batching=first_stage --tag=-fsb
